@@ -1,0 +1,212 @@
+//! `midi-rdv serve`: the rendezvous without a window, for a server that
+//! replaces the public Cloudflare Worker. Every flag has an environment
+//! variable twin so it can be configured from a service manager.
+
+use std::io::IsTerminal;
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use rdv::guard::GuardLimits;
+use rdv::table::TableLimits;
+use rdv::{Config, Rendezvous};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "midi-rdv",
+    version,
+    about = "The midi-rdv v3 rendezvous server (MidiEditor AI compatible)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the rendezvous over HTTP until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "MIDI_RDV_BIND", default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// TCP port (0 picks a free one; the startup line says which).
+    #[arg(long, env = "MIDI_RDV_PORT", default_value_t = 8787)]
+    port: u16,
+    /// Path prefix to serve under, e.g. /rdv (clients then use http://host:port/rdv).
+    #[arg(long, env = "MIDI_RDV_BASE_PATH", default_value = "")]
+    base_path: String,
+    /// Session lifetime after the host's last poll, and offer/answer lifetime, in seconds.
+    #[arg(long, env = "MIDI_RDV_TTL_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    ttl_secs: u64,
+    /// Live sessions on the server.
+    #[arg(long, env = "MIDI_RDV_MAX_SESSIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=500_000))]
+    max_sessions: u64,
+    /// Live sessions one source (IPv4 address or IPv6 /64) may hold.
+    #[arg(long, env = "MIDI_RDV_MAX_SESSIONS_PER_SOURCE", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=500_000))]
+    max_sessions_per_source: u64,
+    /// Joiners with a live offer per session (reported in /health).
+    #[arg(long, env = "MIDI_RDV_MAX_PEERS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    max_peers: u64,
+    /// Largest request body in bytes; larger ones get 413 before being read whole.
+    #[arg(long, env = "MIDI_RDV_MAX_BODY_BYTES", default_value_t = Config::default().max_body_bytes as u64, value_parser = clap::value_parser!(u64).range(1024..=16 * 1024 * 1024))]
+    max_body_bytes: u64,
+    /// Long-polls (?wait=) held open at once; beyond it they answer immediately.
+    #[arg(long, env = "MIDI_RDV_MAX_WAITERS", default_value_t = 4096)]
+    max_waiters: usize,
+    /// Failed code lookups a source may make per minute before it is locked out (at least 30).
+    #[arg(long, env = "MIDI_RDV_GUESS_LIMIT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(30..))]
+    guess_limit: u32,
+    /// How long a source that guessed too many codes is refused code lookups, in seconds.
+    #[arg(long, env = "MIDI_RDV_GUESS_LOCKOUT_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    guess_lockout_secs: u64,
+    /// Header holding the client address when behind a reverse proxy (e.g. x-forwarded-for).
+    #[arg(long, env = "MIDI_RDV_CLIENT_IP_HEADER")]
+    client_ip_header: Option<String>,
+    /// URL reported as "docs" in /health.
+    #[arg(long, env = "MIDI_RDV_DOCS_URL", default_value = rdv::server::DEFAULT_DOCS_URL)]
+    docs_url: String,
+    /// Log format on stderr.
+    #[arg(long, env = "MIDI_RDV_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log filter (error, warn, info, debug, or a tracing directive).
+    #[arg(long, env = "MIDI_RDV_LOG", default_value = "info")]
+    log_level: String,
+    /// Longest wait for in-flight requests on shutdown, in seconds.
+    #[arg(long, env = "MIDI_RDV_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    shutdown_grace_secs: u64,
+}
+
+impl ServeArgs {
+    fn config(&self) -> Config {
+        let to_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let max_peers = to_usize(self.max_peers);
+        Config {
+            table: TableLimits {
+                ttl: Duration::from_secs(self.ttl_secs),
+                max_sessions: to_usize(self.max_sessions),
+                max_sessions_per_source: to_usize(self.max_sessions_per_source),
+                max_peers,
+                max_records_per_session: max_peers.saturating_mul(4),
+            },
+            guard: GuardLimits {
+                max_failures: self.guess_limit,
+                lockout: Duration::from_secs(self.guess_lockout_secs),
+                ..GuardLimits::default()
+            },
+            max_body_bytes: to_usize(self.max_body_bytes),
+            max_waiters: self.max_waiters,
+            base_path: self.base_path.clone(),
+            client_ip_header: self.client_ip_header.clone(),
+            docs_url: self.docs_url.clone(),
+            ..Config::default()
+        }
+    }
+}
+
+fn init_logging(args: &ServeArgs) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .map_err(|e| format!("invalid --log-level {:?}: {e}", args.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run_serve(args: ServeArgs) -> Result<(), String> {
+    init_logging(&args)?;
+    let config = args.config();
+    let rdv = Rendezvous::new(config);
+    let bind = SocketAddr::new(args.bind, args.port);
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    let base = rdv.config().base_path.clone();
+    // One plain line on stdout, whatever the log format: scripts and tests
+    // read the real port from it when started with --port 0.
+    println!("midi-rdv listening on http://{addr}{base}");
+    tracing::info!(%addr, base_path = %base, ttl_secs = args.ttl_secs, "rendezvous ready");
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(rdv::serve(listener, rdv, async move {
+        let _ = stop_rx.await;
+    }));
+    shutdown_signal().await;
+    tracing::info!("shutting down: answering in-flight requests");
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(Duration::from_secs(args.shutdown_grace_secs), server).await {
+        Ok(Ok(Ok(()))) => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Ok(Ok(Err(e))) => Err(format!("server error: {e}")),
+        Ok(Err(e)) => Err(format!("server task failed: {e}")),
+        Err(_) => Err("in-flight requests did not finish within the shutdown grace period".into()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("midi-rdv: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(run_serve(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("midi-rdv: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The midi-rdv v3 rendezvous: 4-character pairing codes and the exchange of
+//! one offer and one answer SDP per joiner, over the small HTTP protocol that
+//! MidiEditor AI's collaboration feature speaks (see `docs/rendezvous.md`).
+//!
+//! Layers, from the inside out:
+//! - [`table`] and [`guard`]: state machines with no I/O, driven by an
+//!   explicit [`clock`]. All protocol rules about state live here.
+//! - [`wire`]: body parsing and response shapes, byte-compatible with the
+//!   public Worker.
+//! - [`server`]: the axum handler, long-polls, metrics and graceful shutdown.
+//!
+//! This crate knows nothing of WebRTC, MIDI or windows, so the headless
+//! `midi-rdv` server builds without any GUI library.
+
+pub mod clock;
+pub mod code;
+pub mod guard;
+pub mod metrics;
+pub mod server;
+pub mod table;
+pub mod wire;
+
+pub use clock::{Clock, ManualClock, Millis, SystemClock};
+pub use server::{router, serve, Config, Rendezvous, RunningServer};

@@ -1,0 +1,993 @@
+//! The HTTP face of the rendezvous: one axum fallback handler that routes by
+//! hand.
+//!
+//! Hand routing is deliberate. The v3 contract wants things a method router
+//! fights: `OPTIONS` answered 204 on any path, `/` and `/health` on any
+//! method, 404 (never 405) for a known path with the wrong method, and a
+//! lowercase code that is not a route at all. Matching the path against the
+//! Worker's patterns directly is shorter than bending a router to that.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use axum::Router;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+use crate::clock::{Clock, SystemClock};
+use crate::code::{is_valid_joiner_id, Code, OsEntropy};
+use crate::guard::{source_key, GuardLimits, GuessGuard};
+use crate::metrics::{Gauges, Metrics, Route};
+use crate::table::{AnswerError, Change, CreateError, HostError, OfferError, Table, TableLimits};
+use crate::wire::{self, BodyError, JoinerSdp, NewSession};
+
+/// Extensions advertised in `/health` so a client can detect them.
+pub const EXTENSIONS: &[&str] = &[
+    "long-poll",
+    "answer-protection",
+    "healthz",
+    "readyz",
+    "metrics",
+];
+
+/// Where `/health` points readers for the wire protocol.
+pub const DEFAULT_DOCS_URL: &str =
+    "https://github.com/happytunesai/MidiEditor_AI/tree/main/cloudflare";
+
+/// Everything a running rendezvous can be told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub table: TableLimits,
+    pub guard: GuardLimits,
+    /// Largest request body read. The default admits the largest body the
+    /// protocol itself allows: a 65,536-unit SDP whose every unit is a
+    /// control character JSON-escaped to six bytes, plus room for the rest.
+    pub max_body_bytes: usize,
+    /// Requests held open by `?wait=` at once; past it, long-polls answer at
+    /// once (a client never sees an error for it).
+    pub max_waiters: usize,
+    /// Longest `?wait=` honoured (the protocol's maximum is 25 s).
+    pub max_wait: Duration,
+    /// Path prefix every route lives under, e.g. `/rdv`; empty for none.
+    pub base_path: String,
+    /// Header carrying the client address when behind a reverse proxy
+    /// (e.g. `x-forwarded-for`; its last entry is used). None: the TCP peer.
+    pub client_ip_header: Option<String>,
+    pub docs_url: String,
+    /// How often expired sessions are swept out of memory.
+    pub sweep_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            table: TableLimits::default(),
+            guard: GuardLimits::default(),
+            max_body_bytes: 6 * wire::MAX_SDP_UNITS + 8 * 1024,
+            max_waiters: 4096,
+            max_wait: Duration::from_millis(25_000),
+            base_path: String::new(),
+            client_ip_header: None,
+            docs_url: DEFAULT_DOCS_URL.to_owned(),
+            sweep_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    /// Normalises `base_path` to "" or "/segment[/segment]" with no trailing
+    /// slash, the form MidiEditor produces by stripping the URL's trailing `/`.
+    pub fn normalized_base_path(raw: &str) -> String {
+        let t = raw.trim().trim_end_matches('/');
+        if t.is_empty() {
+            String::new()
+        } else if t.starts_with('/') {
+            t.to_owned()
+        } else {
+            format!("/{t}")
+        }
+    }
+}
+
+struct Shared {
+    config: Config,
+    clock: Arc<dyn Clock>,
+    table: Mutex<Table>,
+    guard: Mutex<GuessGuard>,
+    metrics: Metrics,
+    /// One `Notify` per code that has long-poll waiters, removed with the
+    /// last waiter, so the map is bounded by `max_waiters`.
+    waiters: Mutex<HashMap<Code, Arc<Notify>>>,
+    waiter_count: AtomicUsize,
+    closing: AtomicBool,
+    shutdown: watch::Sender<bool>,
+}
+
+/// A handle to one rendezvous: its table, limits, metrics and waiters. Cheap
+/// to clone; every clone is the same rendezvous.
+#[derive(Clone)]
+pub struct Rendezvous {
+    inner: Arc<Shared>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Table operations do not panic on any input; if something else ever
+    // did while holding the lock, the data is still consistent (every
+    // operation checks before it writes), so keep serving.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The answer to one request plus the route it matched, for metrics.
+type Routed = (Route, Response);
+
+impl Rendezvous {
+    pub fn new(config: Config) -> Self {
+        Self::with_clock(config, Arc::new(SystemClock::new()))
+    }
+
+    /// A rendezvous on a given clock: tests pass a
+    /// [`ManualClock`](crate::clock::ManualClock) to drive lifetimes.
+    pub fn with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Self {
+        config.base_path = Config::normalized_base_path(&config.base_path);
+        let (shutdown, _) = watch::channel(false);
+        Rendezvous {
+            inner: Arc::new(Shared {
+                table: Mutex::new(Table::new(config.table.clone())),
+                guard: Mutex::new(GuessGuard::new(config.guard.clone())),
+                config,
+                clock,
+                metrics: Metrics::default(),
+                waiters: Mutex::new(HashMap::new()),
+                waiter_count: AtomicUsize::new(0),
+                closing: AtomicBool::new(false),
+                shutdown,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Marks the server as stopping: `/readyz` turns 503 and every long-poll
+    /// returns now with what it has, so graceful shutdown is not held up.
+    pub fn begin_shutdown(&self) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Drops expired sessions and stale guard entries, and wakes waiters on
+    /// sessions that just expired so they answer 404 promptly.
+    pub fn sweep(&self) {
+        let now = self.inner.clock.now();
+        let dead = lock(&self.inner.table).sweep(now);
+        lock(&self.inner.guard).sweep(now);
+        for code in dead {
+            self.wake(Change::Code(code));
+        }
+    }
+
+    /// The `/metrics` page.
+    pub fn metrics_text(&self) -> String {
+        let now = self.inner.clock.now();
+        let (stats, expired) = {
+            let t = lock(&self.inner.table);
+            (t.stats(), t.expired_total())
+        };
+        let (tracked, locked, lockouts) = {
+            let g = lock(&self.inner.guard);
+            (g.tracked(), g.locked(now), g.lockouts_total())
+        };
+        self.inner.metrics.render(Gauges {
+            sessions: stats.sessions,
+            live_offers: stats.live_offers,
+            records: stats.records,
+            waiters: self.inner.waiter_count.load(Ordering::SeqCst),
+            guard_tracked: tracked,
+            guard_locked: locked,
+            sessions_expired_total: expired,
+            lockouts_total: lockouts,
+        })
+    }
+
+    fn wake(&self, change: Change) {
+        if let Change::Code(code) = change {
+            if let Some(n) = lock(&self.inner.waiters).get(&code) {
+                n.notify_waiters();
+            }
+        }
+    }
+
+    /// Answers one request. Never fails: every outcome is a response.
+    async fn dispatch(&self, req: Request) -> Routed {
+        if req.method() == Method::OPTIONS {
+            return (Route::Options, empty(StatusCode::NO_CONTENT));
+        }
+        let base = &self.inner.config.base_path;
+        let path = req.uri().path();
+        let Some(path) = strip_base(path, base) else {
+            return not_found();
+        };
+        let matched = match_route(path, req.method());
+        let route = matched.route();
+        let source = self.source_of(&req);
+        let resp = match matched {
+            Matched::Health => self.health(),
+            Matched::Healthz => json(StatusCode::OK, &wire::StatusBody { status: "ok" }),
+            Matched::Readyz => {
+                if self.inner.closing.load(Ordering::SeqCst) {
+                    json(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &wire::StatusBody {
+                            status: "shutting down",
+                        },
+                    )
+                } else {
+                    json(StatusCode::OK, &wire::StatusBody { status: "ready" })
+                }
+            }
+            Matched::Metrics => text(self.metrics_text()),
+            Matched::Session => self.create_session(req, source).await,
+            Matched::Code(code) => self.lookup(code, source),
+            Matched::JoinerOffer(code) => self.post_offer(code, req, source).await,
+            Matched::JoinerOffers(code) => self.list_offers(code, req, source).await,
+            Matched::HostAnswerPost(code) => self.post_answer(code, req, source).await,
+            Matched::HostAnswerGet(code, id) => self.get_answer(code, &id, req).await,
+            Matched::NotFound => not_found().1,
+        };
+        (route, resp)
+    }
+
+    fn health(&self) -> Response {
+        json(
+            StatusCode::OK,
+            &wire::HealthBody {
+                service: "midi-rdv",
+                version: 3,
+                protocol: "joiner-initiated-multi-peer",
+                max_peers_per_session: self.inner.config.table.max_peers,
+                docs: &self.inner.config.docs_url,
+                extensions: EXTENSIONS,
+            },
+        )
+    }
+
+    /// The address per-source limits apply to.
+    fn source_of(&self, req: &Request) -> IpAddr {
+        let from_header = self
+            .inner
+            .config
+            .client_ip_header
+            .as_deref()
+            .and_then(|h| req.headers().get(h))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|v| v.trim().parse::<IpAddr>().ok());
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        source_key(
+            from_header
+                .or(peer)
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        )
+    }
+
+    fn locked_out(&self, source: IpAddr) -> Option<Response> {
+        let now = self.inner.clock.now();
+        lock(&self.inner.guard).is_locked(now, source).then(|| {
+            error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many unknown codes; slow down",
+            )
+        })
+    }
+
+    fn failed_lookup(&self, source: IpAddr) {
+        let now = self.inner.clock.now();
+        if lock(&self.inner.guard).record_failure(now, source) {
+            tracing::warn!(%source, "source locked out for guessing pairing codes");
+        }
+    }
+
+    /// Reads the whole body, refusing it before it is read whole when it is
+    /// over the limit (by its Content-Length if declared, else as it streams).
+    async fn read_json(&self, req: Request) -> Result<Value, Response> {
+        let max = self.inner.config.max_body_bytes;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max as u64) {
+            self.inner.metrics.body_refused();
+            return Err(too_large());
+        }
+        match axum::body::to_bytes(req.into_body(), max).await {
+            Ok(bytes) => wire::parse_body(&bytes).map_err(body_error),
+            Err(e) => {
+                let too_big = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                if too_big {
+                    self.inner.metrics.body_refused();
+                    Err(too_large())
+                } else {
+                    Err(error(
+                        StatusCode::BAD_REQUEST,
+                        "could not read request body",
+                    ))
+                }
+            }
+        }
+    }
+
+    async fn create_session(&self, req: Request, source: IpAddr) -> Response {
+        let body = match self.read_json(req).await {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        let new = match NewSession::from_json(&body) {
+            Ok(n) => n,
+            Err(e) => return body_error(e),
+        };
+        let now = self.inner.clock.now();
+        let created = lock(&self.inner.table).create(
+            now,
+            crate::table::SessionInfo {
+                session_id: new.session_id,
+                display_name: new.display_name,
+            },
+            new.protect_answers,
+            Some(source),
+            &mut OsEntropy,
+        );
+        match created {
+            Ok(c) => {
+                self.inner.metrics.session_created();
+                tracing::info!(protected = new.protect_answers, "session opened");
+                tracing::debug!(code = %c.code, "session opened");
+                json(
+                    StatusCode::OK,
+                    &wire::CreatedBody {
+                        code: c.code.as_str(),
+                        expires_in_sec: self.inner.config.table.ttl.as_secs(),
+                        host_token: &c.host_token,
+                    },
+                )
+            }
+            Err(CreateError::ServerFull) => {
+                tracing::warn!("session refused: server at its session limit");
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server is at capacity; try again later",
+                )
+            }
+            Err(CreateError::SourceFull) => error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many sessions from this address",
+            ),
+            Err(CreateError::NoFreeCode) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no free code right now; try again",
+            ),
+        }
+    }
+
+    fn lookup(&self, code: Code, source: IpAddr) -> Response {
+        if let Some(r) = self.locked_out(source) {
+            return r;
+        }
+        let now = self.inner.clock.now();
+        let info = lock(&self.inner.table).lookup(now, code);
+        match info {
+            Some(i) => json(
+                StatusCode::OK,
+                &wire::SessionBody {
+                    session_id: &i.session_id,
+                    display_name: &i.display_name,
+                },
+            ),
+            None => {
+                self.failed_lookup(source);
+                error(StatusCode::NOT_FOUND, "not found or expired")
+            }
+        }
+    }
+
+    async fn post_offer(&self, code: Code, req: Request, source: IpAddr) -> Response {
+        if let Some(r) = self.locked_out(source) {
+            return r;
+        }
+        // The session is checked before the body is read, as on the Worker:
+        // an unknown code answers 404 whatever the body holds.
+        if !lock(&self.inner.table).exists(self.inner.clock.now(), code) {
+            self.failed_lookup(source);
+            return no_session();
+        }
+        let body = match self.read_json(req).await {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        let o = match JoinerSdp::from_json(&body) {
+            Ok(o) => o,
+            Err(e) => return body_error(e),
+        };
+        let now = self.inner.clock.now();
+        let wall = self.inner.clock.wall_ms();
+        let r = lock(&self.inner.table).post_offer(now, wall, code, &o.joiner_id, o.sdp);
+        match r {
+            Ok(change) => {
+                self.wake(change);
+                ok()
+            }
+            Err(OfferError::NoSession) => no_session(),
+            Err(OfferError::JoinerIdInUse) => error(
+                StatusCode::CONFLICT,
+                "joinerId already in use; pick a fresh one",
+            ),
+            Err(OfferError::SessionFull) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "session is full ({} peers)",
+                    self.inner.config.table.max_peers
+                ),
+            ),
+        }
+    }
+
+    async fn list_offers(&self, code: Code, req: Request, source: IpAddr) -> Response {
+        if let Some(r) = self.locked_out(source) {
+            return r;
+        }
+        let wait = match self.wait_of(&req) {
+            Ok(w) => w,
+            Err(BadWait) => return bad_wait(),
+        };
+        let bearer = bearer_token(req.headers()).map(str::to_owned);
+        let list = self
+            .wait_for(code, wait, || {
+                let now = self.inner.clock.now();
+                let l = lock(&self.inner.table).list_offers(now, code, bearer.as_deref());
+                let ready = l.as_ref().is_none_or(|l| l.has_unanswered);
+                (l, ready)
+            })
+            .await;
+        match list {
+            Some(l) => json(
+                StatusCode::OK,
+                &wire::OffersBody {
+                    offers: l
+                        .offers
+                        .iter()
+                        .map(|o| wire::OfferItem {
+                            joiner_id: &o.joiner_id,
+                            sdp: &o.sdp,
+                            ts: o.ts,
+                        })
+                        .collect(),
+                },
+            ),
+            None => {
+                self.failed_lookup(source);
+                no_session()
+            }
+        }
+    }
+
+    async fn post_answer(&self, code: Code, req: Request, source: IpAddr) -> Response {
+        if let Some(r) = self.locked_out(source) {
+            return r;
+        }
+        let bearer = bearer_token(req.headers()).map(str::to_owned);
+        let checked =
+            lock(&self.inner.table).check_host(self.inner.clock.now(), code, bearer.as_deref());
+        match checked {
+            Ok(()) => {}
+            Err(HostError::NoSession) => {
+                self.failed_lookup(source);
+                return no_session();
+            }
+            Err(HostError::TokenRequired) => return token_required(),
+        }
+        let body = match self.read_json(req).await {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        let a = match JoinerSdp::from_json(&body) {
+            Ok(a) => a,
+            Err(e) => return body_error(e),
+        };
+        let now = self.inner.clock.now();
+        let r =
+            lock(&self.inner.table).post_answer(now, code, bearer.as_deref(), &a.joiner_id, a.sdp);
+        match r {
+            Ok(change) => {
+                self.wake(change);
+                ok()
+            }
+            Err(AnswerError::NoSession) => no_session(),
+            Err(AnswerError::TokenRequired) => token_required(),
+            Err(AnswerError::AlreadyPosted) => error(
+                StatusCode::CONFLICT,
+                "answer already posted for this joinerId",
+            ),
+            Err(AnswerError::TooManyRecords) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many answers stored for this session",
+            ),
+        }
+    }
+
+    async fn get_answer(&self, code: Code, joiner_id: &str, req: Request) -> Response {
+        // Never rate-limited and never anything but 200/404 for a valid
+        // route (bar a malformed ?wait, which MidiEditor never sends): any
+        // other status would end a MidiEditor join.
+        let wait = match self.wait_of(&req) {
+            Ok(w) => w,
+            Err(BadWait) => return bad_wait(),
+        };
+        let answer = self
+            .wait_for(code, wait, || {
+                let now = self.inner.clock.now();
+                let a = lock(&self.inner.table).answer(now, code, joiner_id);
+                let ready = a.is_some();
+                (a, ready)
+            })
+            .await;
+        match answer {
+            Some(sdp) => json(StatusCode::OK, &wire::SdpBody { sdp: &sdp }),
+            None => error(StatusCode::NOT_FOUND, "not yet"),
+        }
+    }
+
+    /// The `?wait=<ms>` of a poll: absent means an immediate answer, exactly
+    /// as without the extension.
+    fn wait_of(&self, req: &Request) -> Result<Duration, BadWait> {
+        let Some(raw) = req
+            .uri()
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("wait=")))
+        else {
+            return Ok(Duration::ZERO);
+        };
+        match raw.parse::<u64>() {
+            Ok(ms) => Ok(Duration::from_millis(ms).min(self.inner.config.max_wait)),
+            Err(_) => Err(BadWait),
+        }
+    }
+
+    /// Runs `probe` now and, unless it is ready, again each time the code
+    /// changes, until it is ready, `wait` has passed, or the server stops.
+    /// Returns the last probe's value. When the waiter cap is reached the
+    /// first probe's value is returned at once: a degraded long-poll is an
+    /// ordinary poll, never an error.
+    async fn wait_for<T>(
+        &self,
+        code: Code,
+        wait: Duration,
+        mut probe: impl FnMut() -> (T, bool),
+    ) -> T {
+        let (value, ready) = probe();
+        if ready || wait.is_zero() || self.inner.closing.load(Ordering::SeqCst) {
+            return value;
+        }
+        let Some(slot) = WaiterSlot::take(self, code) else {
+            return value;
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut shutdown = self.inner.shutdown.subscribe();
+        loop {
+            let notified = slot.notify.notified();
+            tokio::pin!(notified);
+            // Registered before probing, so a change between the probe and
+            // the await still wakes us.
+            notified.as_mut().enable();
+            let (value, ready) = probe();
+            if ready {
+                return value;
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => return probe().0,
+                _ = shutdown.wait_for(|closing| *closing) => return probe().0,
+            }
+        }
+    }
+}
+
+/// A long-poll's claim on the waiter budget and on its code's `Notify`;
+/// released on drop, including when the client goes away mid-wait.
+struct WaiterSlot<'a> {
+    rdv: &'a Rendezvous,
+    code: Code,
+    notify: Arc<Notify>,
+}
+
+impl<'a> WaiterSlot<'a> {
+    fn take(rdv: &'a Rendezvous, code: Code) -> Option<Self> {
+        let max = rdv.inner.config.max_waiters;
+        let claimed = rdv
+            .inner
+            .waiter_count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if !claimed {
+            return None;
+        }
+        let notify = lock(&rdv.inner.waiters)
+            .entry(code)
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone();
+        Some(WaiterSlot { rdv, code, notify })
+    }
+}
+
+impl Drop for WaiterSlot<'_> {
+    fn drop(&mut self) {
+        let mut map = lock(&self.rdv.inner.waiters);
+        // Two references left: the map's and ours. Then we are the last.
+        if Arc::strong_count(&self.notify) == 2 {
+            map.remove(&self.code);
+        }
+        drop(map);
+        self.rdv.inner.waiter_count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The route a path and method select, before any state is looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Matched {
+    Health,
+    Healthz,
+    Readyz,
+    Metrics,
+    Session,
+    Code(Code),
+    JoinerOffer(Code),
+    JoinerOffers(Code),
+    HostAnswerPost(Code),
+    HostAnswerGet(Code, String),
+    NotFound,
+}
+
+impl Matched {
+    fn route(&self) -> Route {
+        match self {
+            Matched::Health => Route::Health,
+            Matched::Healthz => Route::Healthz,
+            Matched::Readyz => Route::Readyz,
+            Matched::Metrics => Route::Metrics,
+            Matched::Session => Route::Session,
+            Matched::Code(_) => Route::Code,
+            Matched::JoinerOffer(_) => Route::JoinerOffer,
+            Matched::JoinerOffers(_) => Route::JoinerOffers,
+            Matched::HostAnswerPost(_) => Route::HostAnswerPost,
+            Matched::HostAnswerGet(..) => Route::HostAnswerGet,
+            Matched::NotFound => Route::NotFound,
+        }
+    }
+}
+
+/// The Worker's routing table. `path` is the raw (still percent-encoded)
+/// path below the base path, as `new URL(request.url).pathname` gives it.
+fn match_route(path: &str, method: &Method) -> Matched {
+    let get = method == Method::GET;
+    let post = method == Method::POST;
+    match path {
+        "/" | "/health" => return Matched::Health,
+        "/session" if post => return Matched::Session,
+        "/healthz" if get => return Matched::Healthz,
+        "/readyz" if get => return Matched::Readyz,
+        "/metrics" if get => return Matched::Metrics,
+        _ => {}
+    }
+    let Some(rest) = path.strip_prefix("/code/") else {
+        return Matched::NotFound;
+    };
+    let (code, tail) = rest.split_at_checked(4).unwrap_or((rest, "\u{0}"));
+    let Some(code) = Code::parse_route(code) else {
+        return Matched::NotFound;
+    };
+    match tail {
+        "" if get => Matched::Code(code),
+        "/joiner-offer" if post => Matched::JoinerOffer(code),
+        "/joiner-offers" if get => Matched::JoinerOffers(code),
+        "/host-answer" if post => Matched::HostAnswerPost(code),
+        _ => match tail.strip_prefix("/host-answer/") {
+            Some(id) if get && is_valid_joiner_id(id) => {
+                Matched::HostAnswerGet(code, id.to_owned())
+            }
+            _ => Matched::NotFound,
+        },
+    }
+}
+
+/// The path below `base`, or None when the request is outside it.
+fn strip_base<'a>(path: &'a str, base: &str) -> Option<&'a str> {
+    if base.is_empty() {
+        return Some(path);
+    }
+    match path.strip_prefix(base)? {
+        "" => Some("/"),
+        rest if rest.starts_with('/') => Some(rest),
+        _ => None,
+    }
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn cors(resp: &mut Response) {
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type"),
+    );
+}
+
+fn empty(status: StatusCode) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    cors(&mut r);
+    r
+}
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    // Serialising these plain structs cannot fail; the fallback keeps even
+    // an impossible failure a JSON answer.
+    let bytes =
+        serde_json::to_vec(body).unwrap_or_else(|_| br#"{"error":"internal error"}"#.to_vec());
+    let mut r = Response::new(Body::from(bytes));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    cors(&mut r);
+    r
+}
+
+fn text(body: String) -> Response {
+    let mut r = Response::new(Body::from(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    cors(&mut r);
+    r
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    json(status, &wire::ErrorBody { error: message })
+}
+
+fn ok() -> Response {
+    json(StatusCode::OK, &wire::OkBody { ok: true })
+}
+
+fn not_found() -> Routed {
+    (Route::NotFound, error(StatusCode::NOT_FOUND, "not found"))
+}
+
+fn no_session() -> Response {
+    error(StatusCode::NOT_FOUND, "no session for code")
+}
+
+fn token_required() -> Response {
+    error(StatusCode::FORBIDDEN, "host token required")
+}
+
+fn too_large() -> Response {
+    error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+}
+
+/// A `?wait=` that is not a number of milliseconds.
+struct BadWait;
+
+fn bad_wait() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid wait: expected milliseconds, 0 to 25000",
+    )
+}
+
+fn body_error(e: BodyError) -> Response {
+    error(StatusCode::BAD_REQUEST, e.message())
+}
+
+async fn handle(State(rdv): State<Rendezvous>, req: Request) -> Response {
+    let started = Instant::now();
+    let (route, resp) = rdv.dispatch(req).await;
+    let status = resp.status().as_u16();
+    rdv.inner.metrics.observe(route, status, started.elapsed());
+    tracing::debug!(route = route.template(), status, "request");
+    resp
+}
+
+/// The rendezvous as an axum router, for embedding or for in-process tests.
+pub fn router(rdv: Rendezvous) -> Router {
+    Router::new().fallback(handle).with_state(rdv)
+}
+
+/// Serves `rdv` on `listener` until `shutdown` resolves, then stops taking
+/// connections, releases long-polls, and returns once in-flight requests are
+/// answered.
+pub async fn serve(
+    listener: TcpListener,
+    rdv: Rendezvous,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let sweeper = {
+        let rdv = rdv.clone();
+        let mut closing = rdv.inner.shutdown.subscribe();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(rdv.inner.config.sweep_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => rdv.sweep(),
+                    _ = closing.wait_for(|c| *c) => break,
+                }
+            }
+        })
+    };
+    let on_signal = {
+        let rdv = rdv.clone();
+        async move {
+            shutdown.await;
+            rdv.begin_shutdown();
+        }
+    };
+    let app = router(rdv.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(on_signal)
+        .await;
+    rdv.begin_shutdown();
+    let _ = sweeper.await;
+    result
+}
+
+/// A rendezvous serving on a real port in the background: what the desktop
+/// app and the tests run.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub rdv: Rendezvous,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Binds `bind` (port 0 picks a free port) and starts serving.
+    pub async fn start(bind: SocketAddr, rdv: Rendezvous) -> std::io::Result<RunningServer> {
+        let listener = TcpListener::bind(bind).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, rdv.clone(), async move {
+            let _ = rx.await;
+        }));
+        Ok(RunningServer {
+            addr,
+            rdv,
+            stop: Some(tx),
+            task,
+        })
+    }
+
+    /// `http://addr` plus the base path: what a client uses as its URL.
+    pub fn url(&self) -> String {
+        format!("http://{}{}", self.addr, self.rdv.config().base_path)
+    }
+
+    /// Graceful stop; returns when every in-flight request is answered.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(s: &str) -> Code {
+        Code::parse_route(s).unwrap()
+    }
+
+    #[test]
+    fn routes_match_the_worker_patterns() {
+        let g = Method::GET;
+        let p = Method::POST;
+        assert_eq!(match_route("/", &Method::DELETE), Matched::Health);
+        assert_eq!(match_route("/health", &Method::PUT), Matched::Health);
+        assert_eq!(match_route("/health/", &g), Matched::NotFound);
+        assert_eq!(match_route("/session", &p), Matched::Session);
+        assert_eq!(match_route("/session", &g), Matched::NotFound);
+        assert_eq!(match_route("/code/AB12", &g), Matched::Code(code("AB12")));
+        assert_eq!(match_route("/code/AB12", &p), Matched::NotFound);
+        assert_eq!(match_route("/code/ab12", &g), Matched::NotFound);
+        assert_eq!(match_route("/code/AB1", &g), Matched::NotFound);
+        assert_eq!(match_route("/code/AB123", &g), Matched::NotFound);
+        assert_eq!(
+            match_route("/code/AB12/joiner-offer", &p),
+            Matched::JoinerOffer(code("AB12"))
+        );
+        assert_eq!(
+            match_route("/code/AB12/joiner-offer", &g),
+            Matched::NotFound
+        );
+        assert_eq!(
+            match_route("/code/AB12/joiner-offers", &g),
+            Matched::JoinerOffers(code("AB12"))
+        );
+        assert_eq!(
+            match_route("/code/AB12/host-answer", &p),
+            Matched::HostAnswerPost(code("AB12"))
+        );
+        assert_eq!(
+            match_route("/code/AB12/host-answer/abcd-1234", &g),
+            Matched::HostAnswerGet(code("AB12"), "abcd-1234".into())
+        );
+        assert_eq!(
+            match_route("/code/AB12/host-answer/short", &g),
+            Matched::NotFound
+        );
+        assert_eq!(
+            match_route("/code/AB12/host-answer/abcd-1234", &p),
+            Matched::NotFound
+        );
+        assert_eq!(match_route("/code/ÄB12", &g), Matched::NotFound);
+        assert_eq!(match_route("/code/", &g), Matched::NotFound);
+    }
+
+    #[test]
+    fn base_path_is_stripped_only_at_a_segment_boundary() {
+        assert_eq!(strip_base("/rdv/health", "/rdv"), Some("/health"));
+        assert_eq!(strip_base("/rdv", "/rdv"), Some("/"));
+        assert_eq!(strip_base("/rdvx/health", "/rdv"), None);
+        assert_eq!(strip_base("/health", "/rdv"), None);
+        assert_eq!(strip_base("/health", ""), Some("/health"));
+        assert_eq!(Config::normalized_base_path("rdv/"), "/rdv");
+        assert_eq!(Config::normalized_base_path("/"), "");
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
+        assert_eq!(bearer_token(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer_token(&h), None);
+    }
+}

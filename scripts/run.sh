@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs the rendezvous headless (`midi-rdv serve`), after installing what it
+# needs. Extra arguments go to `midi-rdv serve` (see `--help`); every flag
+# also has a MIDI_RDV_* environment variable.
+#
+# The desktop app (Tauri) is not built yet; until it is, this is what runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --release --locked -p rdv --bin midi-rdv
+exec ./target/release/midi-rdv serve "$@"

@@ -14,6 +14,7 @@
 
 pub mod clock;
 pub mod code;
+pub mod conn;
 pub mod guard;
 pub mod metrics;
 pub mod server;

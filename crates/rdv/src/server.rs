@@ -26,6 +26,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::clock::{Clock, SystemClock};
 use crate::code::{is_valid_joiner_id, Code, OsEntropy};
+use crate::conn::{BoundedListener, Peer};
 use crate::guard::{source_key, GuardLimits, GuessGuard};
 use crate::metrics::{Gauges, Metrics, Route};
 use crate::table::{AnswerError, Change, CreateError, HostError, OfferError, Table, TableLimits};
@@ -66,6 +67,11 @@ pub struct Config {
     pub docs_url: String,
     /// How often expired sessions are swept out of memory.
     pub sweep_interval: Duration,
+    /// TCP connections open at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// A connection that moves no byte either way for this long is closed
+    /// (longer than the longest long-poll, so those are never cut).
+    pub idle_timeout: Duration,
 }
 
 impl Default for Config {
@@ -80,6 +86,8 @@ impl Default for Config {
             client_ip_header: None,
             docs_url: DEFAULT_DOCS_URL.to_owned(),
             sweep_interval: Duration::from_secs(5),
+            max_connections: 8192,
+            idle_timeout: Duration::from_secs(75),
         }
     }
 }
@@ -275,8 +283,8 @@ impl Rendezvous {
             .and_then(|v| v.trim().parse::<IpAddr>().ok());
         let peer = req
             .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+            .get::<ConnectInfo<Peer>>()
+            .map(|c| c.0 .0.ip());
         source_key(
             from_header
                 .or(peer)
@@ -862,7 +870,9 @@ pub async fn serve(
             rdv.begin_shutdown();
         }
     };
-    let app = router(rdv.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let config = &rdv.inner.config;
+    let listener = BoundedListener::new(listener, config.max_connections, config.idle_timeout);
+    let app = router(rdv.clone()).into_make_service_with_connect_info::<Peer>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(on_signal)
         .await;

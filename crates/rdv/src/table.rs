@@ -564,7 +564,11 @@ mod tests {
         let c = open(&mut t, 0).code;
         assert!(t.lookup(Millis(TTL - 1), c).is_some());
         assert!(t.lookup(Millis(TTL), c).is_none());
-        assert_eq!(t.stats().sessions, 0, "expired sessions are removed on access");
+        assert_eq!(
+            t.stats().sessions,
+            0,
+            "expired sessions are removed on access"
+        );
     }
 
     #[test]
@@ -630,13 +634,22 @@ mod tests {
             .create(Millis(0), info("s"), true, None, &mut OsEntropy)
             .unwrap();
         let c = created.code;
-        assert_eq!(t.check_host(Millis(1), c, None), Err(HostError::TokenRequired));
+        assert_eq!(
+            t.check_host(Millis(1), c, None),
+            Err(HostError::TokenRequired)
+        );
         assert_eq!(
             t.post_answer(Millis(1), c, Some("nope"), "joiner-01", "a".into()),
             Err(AnswerError::TokenRequired)
         );
         assert!(t
-            .post_answer(Millis(1), c, Some(&created.host_token), "joiner-01", "a".into())
+            .post_answer(
+                Millis(1),
+                c,
+                Some(&created.host_token),
+                "joiner-01",
+                "a".into()
+            )
             .is_ok());
     }
 
@@ -674,7 +687,10 @@ mod tests {
         for i in 0..8 {
             offer(&mut t, 0, c, &format!("joiner-{i:02}")).unwrap();
         }
-        assert_eq!(offer(&mut t, 1, c, "joiner-99"), Err(OfferError::SessionFull));
+        assert_eq!(
+            offer(&mut t, 1, c, "joiner-99"),
+            Err(OfferError::SessionFull)
+        );
         // Keep the session alive with a host poll, let the offers lapse.
         t.list_offers(Millis(200_000), c, None).unwrap();
         assert!(offer(&mut t, TTL, c, "joiner-99").is_ok());
@@ -735,7 +751,9 @@ mod tests {
         offer(&mut t, 0, c, "joiner-01").unwrap();
         t.post_answer(Millis(100_000), c, None, "joiner-01", "a".into())
             .unwrap();
-        assert!(t.answer(Millis(100_000 + TTL - 1), c, "joiner-01").is_some());
+        assert!(t
+            .answer(Millis(100_000 + TTL - 1), c, "joiner-01")
+            .is_some());
         t.list_offers(Millis(100_000 + TTL - 1), c, None).unwrap();
         assert!(t.answer(Millis(100_000 + TTL), c, "joiner-01").is_none());
     }
@@ -759,7 +777,8 @@ mod tests {
         let mut e = Scripted(vec![0; 16], 0);
         t.create(Millis(0), info("a"), false, None, &mut e).unwrap();
         assert_eq!(
-            t.create(Millis(0), info("b"), false, None, &mut e).unwrap_err(),
+            t.create(Millis(0), info("b"), false, None, &mut e)
+                .unwrap_err(),
             CreateError::NoFreeCode
         );
         assert_eq!(t.stats().sessions, 1);
@@ -792,7 +811,8 @@ mod tests {
         });
         let a = Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
         let b = Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)));
-        let mut mk = |t: &mut Table, now, src| t.create(Millis(now), info("s"), false, src, &mut OsEntropy);
+        let mut mk =
+            |t: &mut Table, now, src| t.create(Millis(now), info("s"), false, src, &mut OsEntropy);
         mk(&mut t, 0, a).unwrap();
         mk(&mut t, 0, a).unwrap();
         assert_eq!(mk(&mut t, 1, a).unwrap_err(), CreateError::SourceFull);
@@ -827,7 +847,10 @@ mod tests {
         // O and 0 are valid in routes but never drawn, so this code is never live.
         let other = Code::parse_route("O0O0").unwrap();
         assert_eq!(t.answer(Millis(0), other, "joiner-01"), None);
-        assert_eq!(offer(&mut t, 0, other, "joiner-01"), Err(OfferError::NoSession));
+        assert_eq!(
+            offer(&mut t, 0, other, "joiner-01"),
+            Err(OfferError::NoSession)
+        );
         assert_eq!(
             t.post_answer(Millis(0), other, None, "joiner-01", "a".into()),
             Err(AnswerError::NoSession)

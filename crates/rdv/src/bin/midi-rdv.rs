@@ -64,6 +64,12 @@ struct ServeArgs {
     /// Long-polls (?wait=) held open at once; beyond it they answer immediately.
     #[arg(long, env = "MIDI_RDV_MAX_WAITERS", default_value_t = 4096)]
     max_waiters: usize,
+    /// TCP connections open at once; further clients wait until one closes.
+    #[arg(long, env = "MIDI_RDV_MAX_CONNECTIONS", default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// Seconds a connection may sit without moving a byte before it is closed (at least 30).
+    #[arg(long, env = "MIDI_RDV_IDLE_TIMEOUT_SECS", default_value_t = 75, value_parser = clap::value_parser!(u64).range(30..=3600))]
+    idle_timeout_secs: u64,
     /// Failed code lookups a source may make per minute before it is locked out (at least 30).
     #[arg(long, env = "MIDI_RDV_GUESS_LIMIT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(30..))]
     guess_limit: u32,
@@ -106,6 +112,8 @@ impl ServeArgs {
             },
             max_body_bytes: to_usize(self.max_body_bytes),
             max_waiters: self.max_waiters,
+            max_connections: to_usize(self.max_connections),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             base_path: self.base_path.clone(),
             client_ip_header: self.client_ip_header.clone(),
             docs_url: self.docs_url.clone(),

@@ -569,8 +569,11 @@ impl Rendezvous {
         else {
             return Ok(Duration::ZERO);
         };
+        let max = self.inner.config.max_wait;
         match raw.parse::<u64>() {
-            Ok(ms) => Ok(Duration::from_millis(ms).min(self.inner.config.max_wait)),
+            Ok(ms) => Ok(Duration::from_millis(ms).min(max)),
+            // All digits but too big for u64: still just "more than the most".
+            Err(_) if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) => Ok(max),
             Err(_) => Err(BadWait),
         }
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit and integration tests (real
-# servers on loopback ports), and a short run of the benchmark so it cannot
-# rot. Installs what it needs first.
+# The whole test suite: formatting, lints (which also compile the benchmark,
+# so it cannot rot), unit and integration tests against real servers on
+# loopback ports. Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -810,7 +810,7 @@ mod tests {
         });
         let a = Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
         let b = Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)));
-        let mut mk =
+        let mk =
             |t: &mut Table, now, src| t.create(Millis(now), info("s"), false, src, &mut OsEntropy);
         mk(&mut t, 0, a).unwrap();
         mk(&mut t, 0, a).unwrap();

@@ -2,7 +2,7 @@
 //! replaces the public Cloudflare Worker. Every flag has an environment
 //! variable twin so it can be configured from a service manager.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -77,7 +77,7 @@ struct ServeArgs {
     #[arg(long, env = "MIDI_RDV_GUESS_LOCKOUT_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     guess_lockout_secs: u64,
     /// Header holding the client address when behind a reverse proxy (e.g. x-forwarded-for).
-    #[arg(long, env = "MIDI_RDV_CLIENT_IP_HEADER")]
+    #[arg(long, env = "MIDI_RDV_CLIENT_IP_HEADER", value_parser = parse_header_name)]
     client_ip_header: Option<String>,
     /// URL reported as "docs" in /health.
     #[arg(long, env = "MIDI_RDV_DOCS_URL", default_value = rdv::server::DEFAULT_DOCS_URL)]
@@ -89,7 +89,7 @@ struct ServeArgs {
     #[arg(long, env = "MIDI_RDV_LOG", default_value = "info")]
     log_level: String,
     /// Longest wait for in-flight requests on shutdown, in seconds.
-    #[arg(long, env = "MIDI_RDV_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    #[arg(long, env = "MIDI_RDV_SHUTDOWN_GRACE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     shutdown_grace_secs: u64,
 }
 
@@ -120,6 +120,14 @@ impl ServeArgs {
             ..Config::default()
         }
     }
+}
+
+/// Accepts only a valid HTTP header name, lowercased, so a typo fails at
+/// startup instead of silently never matching.
+fn parse_header_name(s: &str) -> Result<String, String> {
+    axum::http::HeaderName::from_bytes(s.trim().as_bytes())
+        .map(|h| h.as_str().to_owned())
+        .map_err(|_| format!("{s:?} is not a valid HTTP header name"))
 }
 
 fn init_logging(args: &ServeArgs) -> Result<(), String> {
@@ -174,7 +182,16 @@ async fn run_serve(args: ServeArgs) -> Result<(), String> {
     let base = rdv.config().base_path.clone();
     // One plain line on stdout, whatever the log format: scripts and tests
     // read the real port from it when started with --port 0.
-    println!("midi-rdv listening on http://{addr}{base}");
+    // A closed stdout (the reader went away) must not stop the server.
+    {
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "midi-rdv listening on http://{addr}{base}")
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            tracing::warn!("stdout is closed; startup line not printed");
+        }
+    }
     tracing::info!(%addr, base_path = %base, ttl_secs = args.ttl_secs, "rendezvous ready");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -208,6 +208,86 @@ impl Rendezvous {
         })
     }
 
+    // ---- In-process host API -------------------------------------------
+    //
+    // The desktop app is the host of its own bundled rendezvous. Polling
+    // itself over HTTP would add up to a poll interval to every join, so it
+    // uses the table directly, with the same rules and the same long-poll
+    // wake-ups as HTTP clients.
+
+    /// Opens a session as the in-process host (no per-source limit applies).
+    pub fn host_open(
+        &self,
+        session_id: &str,
+        display_name: &str,
+        protect_answers: bool,
+    ) -> Result<crate::table::Created, CreateError> {
+        let info = crate::table::SessionInfo {
+            session_id: session_id.to_owned(),
+            display_name: wire::truncate_utf16(display_name, wire::MAX_DISPLAY_NAME_UNITS)
+                .to_owned(),
+        };
+        let now = self.inner.clock.now();
+        let created =
+            lock(&self.inner.table).create(now, info, protect_answers, None, &mut OsEntropy);
+        if created.is_ok() {
+            self.inner.metrics.session_created();
+        }
+        created
+    }
+
+    /// Waits up to `wait` for offers whose joinerId is not in `seen`, and
+    /// returns them (empty when the wait ended with none). Counts as a host
+    /// poll, so it keeps the session alive. `None`: the session is gone.
+    pub async fn host_next_offers(
+        &self,
+        code: Code,
+        host_token: &str,
+        seen: &std::collections::HashSet<String>,
+        wait: Duration,
+    ) -> Option<Vec<crate::table::OfferView>> {
+        self.wait_for(code, wait, || {
+            let now = self.inner.clock.now();
+            let list = lock(&self.inner.table).list_offers(now, code, Some(host_token));
+            match list {
+                None => (None, true),
+                Some(l) => {
+                    let fresh: Vec<_> = l
+                        .offers
+                        .into_iter()
+                        .filter(|o| !seen.contains(&o.joiner_id))
+                        .collect();
+                    let ready = !fresh.is_empty();
+                    (Some(fresh), ready)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Posts the host's answer for one joiner, waking its long-poll.
+    pub fn host_answer(
+        &self,
+        code: Code,
+        host_token: &str,
+        joiner_id: &str,
+        sdp: String,
+    ) -> Result<(), AnswerError> {
+        let now = self.inner.clock.now();
+        let change =
+            lock(&self.inner.table).post_answer(now, code, Some(host_token), joiner_id, sdp)?;
+        self.wake(change);
+        Ok(())
+    }
+
+    /// Ends a session now, waking every long-poll on it.
+    pub fn host_close(&self, code: Code, host_token: &str) -> Result<(), HostError> {
+        let now = self.inner.clock.now();
+        let change = lock(&self.inner.table).close(now, code, Some(host_token))?;
+        self.wake(change);
+        Ok(())
+    }
+
     fn wake(&self, change: Change) {
         if let Change::Code(code) = change {
             if let Some(n) = lock(&self.inner.waiters).get(&code) {

@@ -476,6 +476,22 @@ impl Table {
             .map(|t| t.sdp.clone())
     }
 
+    /// Ends a session now (its host stopped): joiners' polls get 404 from
+    /// here on. Only the host may do this, so a protected session needs its
+    /// token. Returns whether a session was removed.
+    pub fn close(
+        &mut self,
+        now: Millis,
+        code: Code,
+        bearer: Option<&str>,
+    ) -> Result<Change, HostError> {
+        self.live(now, code)
+            .ok_or(HostError::NoSession)?
+            .authorise_host(bearer)?;
+        self.remove(code);
+        Ok(Change::Code(code))
+    }
+
     /// Removes every expired session and record. Operations already ignore
     /// expired state on their own; the sweep only returns the memory.
     /// Returns the codes of sessions removed, so waiters on them can be woken.
@@ -836,6 +852,24 @@ mod tests {
             }
         );
         assert_eq!(t.expired_total(), 1);
+    }
+
+    #[test]
+    fn closing_a_session_ends_it_for_everyone_and_needs_the_token_when_protected() {
+        let mut t = table();
+        let c = open(&mut t, 0).code;
+        assert_eq!(t.close(Millis(1), c, None), Ok(Change::Code(c)));
+        assert!(!t.exists(Millis(1), c));
+        assert_eq!(t.close(Millis(1), c, None), Err(HostError::NoSession));
+        let p = t
+            .create(Millis(0), info("s"), true, None, &mut OsEntropy)
+            .unwrap();
+        assert_eq!(
+            t.close(Millis(1), p.code, None),
+            Err(HostError::TokenRequired)
+        );
+        assert!(t.close(Millis(1), p.code, Some(&p.host_token)).is_ok());
+        assert_eq!(t.stats().sessions, 0);
     }
 
     #[test]

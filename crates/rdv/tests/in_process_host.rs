@@ -1,0 +1,145 @@
+//! The in-process host API the desktop app uses on its bundled rendezvous,
+//! exercised together with real HTTP joiners on a real port.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{client, fake_sdp, get, post};
+use rdv::code::Code;
+use rdv::Config;
+use serde_json::json;
+
+#[tokio::test]
+async fn an_http_offer_reaches_the_in_process_host_at_once() {
+    let server = common::start(Config::default()).await;
+    let rdv = server.rdv.clone();
+    let s = rdv.host_open("sess", "Host", true).unwrap();
+    let code = s.code;
+    let base = server.url();
+    let c = client();
+
+    let waiter = {
+        let rdv = rdv.clone();
+        let token = s.host_token.clone();
+        tokio::spawn(async move {
+            let seen = HashSet::new();
+            let got = rdv
+                .host_next_offers(code, &token, &seen, Duration::from_secs(10))
+                .await;
+            (got, Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let posted_at = Instant::now();
+    let r = post(
+        &c,
+        &format!("{base}/code/{code}/joiner-offer"),
+        json!({"joinerId": "joiner-0001", "sdp": fake_sdp("a")}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let (got, woke_at) = waiter.await.unwrap();
+    let offers = got.expect("session is live");
+    assert_eq!(offers.len(), 1);
+    assert_eq!(offers[0].joiner_id, "joiner-0001");
+    let delay = woke_at.saturating_duration_since(posted_at);
+    assert!(delay < Duration::from_secs(1), "host woke after {delay:?}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn seen_offers_do_not_wake_the_host_again() {
+    let server = common::start(Config::default()).await;
+    let rdv = server.rdv.clone();
+    let s = rdv.host_open("sess", "Host", false).unwrap();
+    let c = client();
+    post(
+        &c,
+        &format!("{}/code/{}/joiner-offer", server.url(), s.code),
+        json!({"joinerId": "joiner-0001", "sdp": "x"}),
+    )
+    .await;
+    let mut seen = HashSet::new();
+    let first = rdv
+        .host_next_offers(s.code, &s.host_token, &seen, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    seen.insert(first[0].joiner_id.clone());
+    let started = Instant::now();
+    let again = rdv
+        .host_next_offers(s.code, &s.host_token, &seen, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_in_process_answer_releases_the_joiners_long_poll() {
+    let server = common::start(Config::default()).await;
+    let rdv = server.rdv.clone();
+    let s = rdv.host_open("sess", "Host", true).unwrap();
+    let url = format!(
+        "{}/code/{}/host-answer/joiner-0001?wait=10000",
+        server.url(),
+        s.code
+    );
+    let c = client();
+    let poll = tokio::spawn(async move { get(&c, &url).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    rdv.host_answer(s.code, &s.host_token, "joiner-0001", "v=0 answer".into())
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(2), poll)
+        .await
+        .expect("long-poll not released")
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json["sdp"], "v=0 answer");
+    // A protected session refuses answers without its token.
+    assert!(rdv
+        .host_answer(s.code, "wrong", "joiner-0002", "x".into())
+        .is_err());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn closing_the_session_ends_it_for_joiners_and_waiters() {
+    let server = common::start(Config::default()).await;
+    let rdv = server.rdv.clone();
+    let s = rdv.host_open("sess", "Host", false).unwrap();
+    let c = client();
+    let base = server.url();
+    let code: Code = s.code;
+    assert_eq!(get(&c, &format!("{base}/code/{code}")).await.status, 200);
+    let waiter = {
+        let c = c.clone();
+        let url = format!("{base}/code/{code}/joiner-offers?wait=10000");
+        tokio::spawn(async move { get(&c, &url).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    rdv.host_close(code, &s.host_token).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .expect("waiter not released")
+        .unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(r.error(), "no session for code");
+    let r = get(&c, &format!("{base}/code/{code}")).await;
+    assert_eq!(r.status, 404);
+    assert!(rdv.host_close(code, &s.host_token).is_err());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn in_process_display_names_follow_the_wire_rules() {
+    let server = common::start(Config::default()).await;
+    let s = server.rdv.host_open("", &"n".repeat(100), false).unwrap();
+    let r = get(&client(), &format!("{}/code/{}", server.url(), s.code)).await;
+    assert_eq!(r.json["displayName"].as_str().unwrap().len(), 64);
+    assert_eq!(r.json["sessionId"], "");
+    server.stop().await.unwrap();
+}

@@ -8,5 +8,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --locked -p rdv --bin midi-rdv
+cargo build --release --locked -p midi-rdv --bin midi-rdv
 exec ./target/release/midi-rdv serve "$@"

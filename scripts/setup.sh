@@ -14,7 +14,11 @@ fi
 
 # Packages for building the rendezvous (pure Rust plus a C toolchain for
 # build scripts), and iproute2 for the namespaces the run script can use.
-PKGS=(build-essential pkg-config curl ca-certificates iproute2 procps)
+# The interop joiners (tests/interop) need Debian's Chromium, driven by the
+# playwright-core package (which never downloads a browser), and a Python
+# venv for aiortc.
+PKGS=(build-essential pkg-config curl ca-certificates iproute2 procps
+  chromium python3-venv)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -39,3 +43,29 @@ for c in rustfmt clippy; do
     rustup component add "$c" >/dev/null 2>&1 || true
   fi
 done
+
+# Interop joiners (tests/interop): npm packages and a Python venv with aiortc.
+# Each step is skipped when its lock file has not changed since it last ran.
+interop="$(cd "$(dirname "$0")/.." && pwd)/tests/interop"
+
+if ! command -v npm >/dev/null 2>&1; then
+  echo "setup: installing nodejs and npm"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+fi
+want="$({ cat "$interop/package-lock.json"; node --version; } | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$interop/node_modules/.setup-stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: npm ci in tests/interop"
+  (cd "$interop" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" >"$interop/node_modules/.setup-stamp"
+fi
+
+venv="$interop/.venv"
+want="$({ cat "$interop/requirements.txt"; python3 --version; } | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$venv/.setup-stamp" 2>/dev/null)" != "$want" ] || [ ! -x "$venv/bin/python" ]; then
+  echo "setup: python venv with aiortc in tests/interop/.venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-input -r "$interop/requirements.txt"
+  echo "$want" >"$venv/.setup-stamp"
+fi

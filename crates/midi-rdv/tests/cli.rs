@@ -5,6 +5,7 @@
 //! Every server started here listens on 127.0.0.1 only, on a port the OS
 //! picks (`--port 0`); a guard kills it if a test fails half-way.
 
+#[path = "../../rdv/tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+mod host_cmd;
 use rdv::guard::GuardLimits;
 use rdv::table::TableLimits;
 use rdv::{Config, Rendezvous};
@@ -27,10 +29,12 @@ struct Cli {
 enum Command {
     /// Serve the rendezvous over HTTP until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Host a jam: the bundled rendezvous plus the WebRTC host peer, until SIGINT or SIGTERM.
+    Host(host_cmd::HostArgs),
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
-enum LogFormat {
+pub enum LogFormat {
     Text,
     Json,
 }
@@ -131,14 +135,18 @@ fn parse_header_name(s: &str) -> Result<String, String> {
 }
 
 fn init_logging(args: &ServeArgs) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .map_err(|e| format!("invalid --log-level {:?}: {e}", args.log_level))?;
+    init_logging_with(&args.log_level, args.log_format)
+}
+
+fn init_logging_with(level: &str, format: LogFormat) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|e| format!("invalid --log-level {level:?}: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
-    match args.log_format {
+    match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
@@ -226,6 +234,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(run_serve(args)),
+        Command::Host(args) => runtime.block_on(host_cmd::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

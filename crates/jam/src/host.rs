@@ -1,0 +1,679 @@
+//! A running jam host: registers a session, answers every joiner with its
+//! own PeerConnection, speaks MidiEditor's peer protocol on each, and keeps
+//! the peer list.
+//!
+//! Shape: one engine task owns the protocol state machine ([`Jam`]) and the
+//! [`Registry`]; everything else (the signalling loop, one answering task per
+//! joiner, one forwarder and one writer per link, the stats poller) talks to
+//! it through one bounded command queue. Only the engine mutates state, so
+//! there are no locks to get wrong, and the pure parts stay testable alone.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rdv::Millis;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::protocol::{Action, ClientKind, Jam, JamConfig, LeaveReason, PeerEvent, PeerId};
+use crate::registry::{self, Registry, RegistryEvent};
+use crate::rtc::{self, LinkEvent, LinkState, PeerLink, RtcConfig};
+use crate::signal::{HostSession, SignalError, Signaller, Target};
+
+/// The data channel MidiEditor joiners open and speak framed JSON on.
+pub const MIDIEDITOR_CHANNEL: &str = "midieditor";
+
+/// Joiners being answered at once; more offers wait for the next round. A
+/// flood of offers cannot start unbounded PeerConnections.
+const MAX_ANSWERING: usize = 16;
+/// Frames queued for one peer; a peer whose queue fills is stalled and is
+/// dropped rather than let memory grow.
+const PEER_QUEUE: usize = 256;
+/// How often link statistics (RTT, route, bytes) are refreshed.
+const STATS_EVERY: Duration = Duration::from_secs(2);
+/// How often the protocol's timers (heartbeats, silence) are checked.
+const TICK_EVERY: Duration = Duration::from_millis(500);
+
+/// Everything a host needs to start.
+#[derive(Clone)]
+pub struct HostConfig {
+    pub display_name: String,
+    /// Sent as `presenterMachineId`; generated when empty.
+    pub machine_id: String,
+    /// The `sessionId` registered at the rendezvous (MidiEditor uses its
+    /// file's id; a jam has no file, so any stable string will do).
+    pub session_id: String,
+    pub max_peers: usize,
+    pub rtc: RtcConfig,
+    pub target: Target,
+    /// The rendezvous URLs to tell people (shown with the code).
+    pub share_urls: Vec<String>,
+}
+
+/// What a host reports, in order. Serialised one JSON object per line by
+/// `midi-rdv host --json`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostEvent {
+    /// Hosting under `code`; `renewed` when the rendezvous lost the previous
+    /// session and this is its replacement.
+    Hosting {
+        code: String,
+        urls: Vec<String>,
+        renewed: bool,
+    },
+    /// The peer list changed.
+    Peer(RegistryEvent),
+    /// A chat message relayed in the jam.
+    Chat { display_name: String, text: String },
+    /// Something went wrong that the user may want to know; hosting goes on.
+    Error { message: String },
+    /// The host stopped.
+    Stopped,
+}
+
+impl HostEvent {
+    /// The JSON-lines form: `{"event":"hosting",...}`, `{"event":"peerJoined",
+    /// "peer":{...}}`, `{"event":"chat",...}`, `{"event":"error",...}`,
+    /// `{"event":"stopped"}`.
+    pub fn to_json(&self) -> Value {
+        match self {
+            HostEvent::Hosting {
+                code,
+                urls,
+                renewed,
+            } => json!({"event": "hosting", "code": code, "urls": urls, "renewed": renewed}),
+            HostEvent::Peer(e) => {
+                let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+                if let Some(kind) = v.get("event").and_then(Value::as_str) {
+                    let mut name = String::from("peer");
+                    let mut chars = kind.chars();
+                    if let Some(first) = chars.next() {
+                        name.push(first.to_ascii_uppercase());
+                        name.extend(chars);
+                    }
+                    v["event"] = Value::String(name);
+                }
+                v
+            }
+            HostEvent::Chat { display_name, text } => {
+                json!({"event": "chat", "displayName": display_name, "text": text})
+            }
+            HostEvent::Error { message } => json!({"event": "error", "message": message}),
+            HostEvent::Stopped => json!({"event": "stopped"}),
+        }
+    }
+}
+
+enum Cmd {
+    /// A joiner's offer is being answered: show it as connecting.
+    Answering {
+        peer: PeerId,
+    },
+    /// Answering failed before a link existed.
+    AnswerFailed {
+        peer: PeerId,
+        why: String,
+    },
+    /// The answer is posted; the link is ours.
+    NewLink {
+        peer: PeerId,
+        link: PeerLink,
+    },
+    Link {
+        peer: PeerId,
+        event: LinkEvent,
+    },
+    Stats {
+        peer: PeerId,
+        stats: rtc::LinkStats,
+    },
+    Kick {
+        peer: PeerId,
+        reason: String,
+    },
+    Chat {
+        text: String,
+    },
+    Stop {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A handle to a running host.
+pub struct Host {
+    cmd: mpsc::Sender<Cmd>,
+    events: broadcast::Sender<HostEvent>,
+    engine: JoinHandle<()>,
+}
+
+impl Host {
+    /// Starts hosting: checks the rendezvous, registers a session, and
+    /// answers joiners until [`Host::stop`]. Returns the host and a receiver
+    /// whose first event is `Hosting` with the code.
+    pub async fn start(
+        mut cfg: HostConfig,
+    ) -> Result<(Host, broadcast::Receiver<HostEvent>), SignalError> {
+        if cfg.machine_id.is_empty() {
+            cfg.machine_id = new_machine_id();
+        }
+        let signaller = Signaller::new(cfg.target.clone());
+        signaller.health().await?;
+        let session = signaller.open(&cfg.session_id, &cfg.display_name).await?;
+
+        let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+        let (events, first_rx) = broadcast::channel(1024);
+        let _ = events.send(HostEvent::Hosting {
+            code: session.code.clone(),
+            urls: cfg.share_urls.clone(),
+            renewed: false,
+        });
+        let jam = Jam::new(JamConfig {
+            max_peers: cfg.max_peers,
+            host_machine_id: cfg.machine_id.clone(),
+            host_display_name: cfg.display_name.clone(),
+            ..JamConfig::default()
+        });
+        let registry = Registry::for_jam(jam.config());
+        let (session_tx, session_rx) = tokio::sync::watch::channel(session);
+        let signalling = tokio::spawn(signalling_loop(
+            signaller.clone(),
+            cfg.clone(),
+            session_tx,
+            cmd_tx.clone(),
+            events.clone(),
+        ));
+        let engine = Engine {
+            jam,
+            registry,
+            links: HashMap::new(),
+            events: events.clone(),
+            cmd: cmd_tx.clone(),
+            origin: Instant::now(),
+        };
+        let task = tokio::spawn(engine.run(cmd_rx, signalling, signaller, session_rx));
+        Ok((
+            Host {
+                cmd: cmd_tx,
+                events,
+                engine: task,
+            },
+            first_rx,
+        ))
+    }
+
+    /// A receiver of every event from now on. Slow receivers skip events
+    /// (and see a `Lagged` error) rather than slow the host down.
+    pub fn subscribe(&self) -> broadcast::Receiver<HostEvent> {
+        self.events.subscribe()
+    }
+
+    /// Drops a peer.
+    pub async fn kick(&self, peer: PeerId, reason: &str) {
+        let _ = self
+            .cmd
+            .send(Cmd::Kick {
+                peer,
+                reason: reason.to_owned(),
+            })
+            .await;
+    }
+
+    /// Sends a chat message from the host to every peer.
+    pub async fn chat(&self, text: &str) {
+        let _ = self
+            .cmd
+            .send(Cmd::Chat {
+                text: text.to_owned(),
+            })
+            .await;
+    }
+
+    /// Stops cleanly: peers are told and closed, the session is removed from
+    /// the rendezvous (the bundled one at once; a remote one lapses).
+    pub async fn stop(self) {
+        let (done, wait) = oneshot::channel();
+        if self.cmd.send(Cmd::Stop { done }).await.is_ok() {
+            let _ = wait.await;
+        }
+        let _ = self.engine.await;
+    }
+}
+
+/// A random RFC 4122 version-4 UUID, the form MidiEditor uses for machineId.
+pub fn new_machine_id() -> String {
+    let mut b = [0u8; 16];
+    let _ = getrandom::fill(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+static NEXT_PEER: AtomicU64 = AtomicU64::new(1);
+
+/// Registers, watches for offers, answers them, and registers again when the
+/// rendezvous loses the session.
+async fn signalling_loop(
+    signaller: Signaller,
+    cfg: HostConfig,
+    session_tx: tokio::sync::watch::Sender<HostSession>,
+    cmd: mpsc::Sender<Cmd>,
+    events: broadcast::Sender<HostEvent>,
+) {
+    let mut seen: HashSet<String> = HashSet::new();
+    let answering = Arc::new(tokio::sync::Semaphore::new(MAX_ANSWERING));
+    let mut failures: u32 = 0;
+    loop {
+        let session = session_tx.borrow().clone();
+        match signaller.next_offers(&session, &seen).await {
+            Ok(offers) => {
+                failures = 0;
+                for offer in offers {
+                    let Ok(permit) = answering.clone().try_acquire_owned() else {
+                        // Busy: leave it unseen, it is picked up next round.
+                        break;
+                    };
+                    // Bounded: a session holds a handful of live offers, and a
+                    // joinerId can only come back after its offer lapsed.
+                    if seen.len() >= 4096 {
+                        seen.clear();
+                    }
+                    seen.insert(offer.joiner_id.clone());
+                    let peer = PeerId(NEXT_PEER.fetch_add(1, Ordering::Relaxed));
+                    let signaller = signaller.clone();
+                    let rtc_cfg = cfg.rtc.clone();
+                    let cmd = cmd.clone();
+                    let session = session.clone();
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let _ = cmd.send(Cmd::Answering { peer }).await;
+                        answer_one(peer, offer, &rtc_cfg, &signaller, &session, &cmd).await;
+                    });
+                }
+            }
+            Err(SignalError::SessionGone) => {
+                // MidiEditor would end the jam here; we register again and
+                // report the new code, so the peers already in stay in.
+                match signaller.open(&cfg.session_id, &cfg.display_name).await {
+                    Ok(s) => {
+                        seen.clear();
+                        let _ = events.send(HostEvent::Hosting {
+                            code: s.code.clone(),
+                            urls: cfg.share_urls.clone(),
+                            renewed: true,
+                        });
+                        let _ = session_tx.send(s);
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        report(&events, failures, format!("registering again failed: {e}"));
+                        backoff(failures).await;
+                    }
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                report(&events, failures, e.to_string());
+                backoff(failures).await;
+            }
+        }
+    }
+}
+
+/// Reports the first failure of a streak and then every tenth, so a
+/// rendezvous that is down does not flood the log.
+fn report(events: &broadcast::Sender<HostEvent>, failures: u32, message: String) {
+    if failures == 1 || failures % 10 == 0 {
+        let _ = events.send(HostEvent::Error { message });
+    }
+}
+
+async fn backoff(failures: u32) {
+    let secs = u64::from(failures.min(5));
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+}
+
+async fn answer_one(
+    peer: PeerId,
+    offer: crate::signal::Offer,
+    rtc_cfg: &RtcConfig,
+    signaller: &Signaller,
+    session: &HostSession,
+    cmd: &mpsc::Sender<Cmd>,
+) {
+    let answered = match rtc::answer_offer(&offer.sdp, rtc_cfg).await {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = cmd
+                .send(Cmd::AnswerFailed {
+                    peer,
+                    why: format!("could not answer a joiner: {e}"),
+                })
+                .await;
+            return;
+        }
+    };
+    if let Err(e) = signaller
+        .answer(session, &offer.joiner_id, answered.answer_sdp)
+        .await
+    {
+        answered.link.close().await;
+        let _ = cmd
+            .send(Cmd::AnswerFailed {
+                peer,
+                why: format!("could not post an answer: {e}"),
+            })
+            .await;
+        return;
+    }
+    let mut link_events = answered.events;
+    if cmd
+        .send(Cmd::NewLink {
+            peer,
+            link: answered.link,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    while let Some(event) = link_events.recv().await {
+        if cmd.send(Cmd::Link { peer, event }).await.is_err() {
+            break;
+        }
+    }
+}
+
+struct LinkSlot {
+    link: PeerLink,
+    /// Frames waiting to be written, in order.
+    out: mpsc::Sender<Bytes>,
+    /// Whether its `midieditor` channel was ever opened (the protocol knows
+    /// the peer only from then on).
+    channel_open: bool,
+}
+
+struct Engine {
+    jam: Jam,
+    registry: Registry,
+    links: HashMap<PeerId, LinkSlot>,
+    events: broadcast::Sender<HostEvent>,
+    cmd: mpsc::Sender<Cmd>,
+    origin: Instant,
+}
+
+impl Engine {
+    fn now(&self) -> Millis {
+        Millis(u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Cmd>,
+        signalling: JoinHandle<()>,
+        signaller: Signaller,
+        session: tokio::sync::watch::Receiver<HostSession>,
+    ) {
+        let mut tick = tokio::time::interval(TICK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stats = tokio::time::interval(STATS_EVERY);
+        stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let done = loop {
+            tokio::select! {
+                c = rx.recv() => match c {
+                    Some(Cmd::Stop { done }) => break Some(done),
+                    Some(c) => self.handle(c),
+                    None => break None,
+                },
+                _ = tick.tick() => {
+                    let actions = self.jam.tick(self.now());
+                    self.perform(actions);
+                }
+                _ = stats.tick() => self.poll_stats(),
+            }
+        };
+        signalling.abort();
+        let s = session.borrow().clone();
+        signaller.close(&s).await;
+        self.farewell().await;
+        let _ = self.events.send(HostEvent::Stopped);
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    }
+
+    fn emit(&self, e: HostEvent) {
+        let _ = self.events.send(e);
+    }
+
+    fn handle(&mut self, c: Cmd) {
+        let now = self.now();
+        match c {
+            Cmd::Answering { peer } => {
+                if let Some(e) = self.registry.connecting(now, peer, ClientKind::Unknown) {
+                    self.emit(HostEvent::Peer(e));
+                }
+            }
+            Cmd::AnswerFailed { peer, why } => {
+                self.emit(HostEvent::Error { message: why });
+                if let Some(e) = self.registry.left(peer, LeaveReason::Closed) {
+                    self.emit(HostEvent::Peer(e));
+                }
+            }
+            Cmd::NewLink { peer, link } => {
+                let (out, mut queue) = mpsc::channel::<Bytes>(PEER_QUEUE);
+                let writer = link.clone();
+                tokio::spawn(async move {
+                    while let Some(frame) = queue.recv().await {
+                        if writer.send(MIDIEDITOR_CHANNEL, frame).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                self.links.insert(
+                    peer,
+                    LinkSlot {
+                        link,
+                        out,
+                        channel_open: false,
+                    },
+                );
+            }
+            Cmd::Link { peer, event } => self.on_link(peer, event),
+            Cmd::Stats { peer, stats } => {
+                let s = registry::LinkStats {
+                    rtt: stats.rtt,
+                    route: route_of(stats.route),
+                    bytes_in: stats.bytes_received,
+                    bytes_out: stats.bytes_sent,
+                };
+                if let Some(e) = self.registry.link_stats(peer, &s) {
+                    self.emit(HostEvent::Peer(e));
+                }
+            }
+            Cmd::Kick { peer, reason } => {
+                let actions = self.jam.kick(now, peer, &reason);
+                self.perform(actions);
+                // A peer still without a channel is only a link.
+                if self.links.contains_key(&peer) {
+                    self.drop_link(peer, LeaveReason::Kicked { reason });
+                }
+            }
+            Cmd::Chat { text } => {
+                let ts = wall_ms();
+                match self.jam.host_chat(&text, ts) {
+                    Ok(actions) => self.perform(actions),
+                    Err(e) => self.emit(HostEvent::Error {
+                        message: format!("chat not sent: {e}"),
+                    }),
+                }
+            }
+            Cmd::Stop { .. } => {}
+        }
+    }
+
+    fn on_link(&mut self, peer: PeerId, event: LinkEvent) {
+        let now = self.now();
+        match event {
+            LinkEvent::ChannelOpen { label } if label == MIDIEDITOR_CHANNEL => {
+                if let Some(slot) = self.links.get_mut(&peer) {
+                    slot.channel_open = true;
+                }
+                let actions = self.jam.channel_opened(now, peer, ClientKind::Unknown);
+                self.perform(actions);
+            }
+            LinkEvent::Message { label, data, .. } if label == MIDIEDITOR_CHANNEL => {
+                let actions = self.jam.frame_received(now, peer, &data);
+                self.perform(actions);
+            }
+            LinkEvent::ChannelClosed { label } if label == MIDIEDITOR_CHANNEL => {
+                self.drop_link(peer, LeaveReason::Closed);
+            }
+            LinkEvent::State(LinkState::Failed | LinkState::Closed) => {
+                self.drop_link(peer, LeaveReason::Closed);
+            }
+            // Other channels (live MIDI) and intermediate states are not
+            // this engine's business yet.
+            _ => {}
+        }
+    }
+
+    /// Forgets a link, closing it, and reports the peer gone exactly once.
+    fn drop_link(&mut self, peer: PeerId, reason: LeaveReason) {
+        let Some(slot) = self.links.remove(&peer) else {
+            return;
+        };
+        let link = slot.link.clone();
+        tokio::spawn(async move { link.close().await });
+        if slot.channel_open {
+            let actions = self.jam.channel_closed(self.now(), peer);
+            self.perform(actions);
+        }
+        // If the protocol never knew the peer (or already let it go), the
+        // registry row still has to go.
+        if let Some(e) = self.registry.left(peer, reason) {
+            self.emit(HostEvent::Peer(e));
+        }
+    }
+
+    fn perform(&mut self, actions: Vec<Action>) {
+        let now = self.now();
+        for a in actions {
+            match a {
+                Action::Send { peer, bytes } => {
+                    let stalled = match self.links.get(&peer) {
+                        Some(slot) => slot.out.try_send(Bytes::from(bytes)).is_err(),
+                        None => false,
+                    };
+                    if stalled {
+                        let more = self.jam.kick(now, peer, "stalled");
+                        self.drop_link(
+                            peer,
+                            LeaveReason::Kicked {
+                                reason: "stalled".into(),
+                            },
+                        );
+                        // `kick` only yields events/closes for this peer.
+                        self.perform(more);
+                    }
+                }
+                Action::Close { peer, reason } => {
+                    // Let queued frames (a joinrejected) go out first: the
+                    // writer drains its queue, then the link closes.
+                    if let Some(slot) = self.links.remove(&peer) {
+                        let link = slot.link;
+                        drop(slot.out);
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            link.close().await;
+                        });
+                    }
+                    if let Some(e) = self.registry.left(peer, reason) {
+                        self.emit(HostEvent::Peer(e));
+                    }
+                }
+                Action::Event(ev) => {
+                    if let PeerEvent::Chat {
+                        display_name, text, ..
+                    } = &ev
+                    {
+                        self.emit(HostEvent::Chat {
+                            display_name: display_name.clone(),
+                            text: text.clone(),
+                        });
+                    }
+                    for e in self.registry.apply(now, &ev) {
+                        self.emit(HostEvent::Peer(e));
+                    }
+                }
+            }
+        }
+    }
+
+    fn poll_stats(&self) {
+        for (&peer, slot) in &self.links {
+            let link = slot.link.clone();
+            let cmd = self.cmd.clone();
+            tokio::spawn(async move {
+                let stats = link.stats().await;
+                let _ = cmd.try_send(Cmd::Stats { peer, stats });
+            });
+        }
+    }
+
+    /// Tells every peer the jam is over, then closes every link.
+    async fn farewell(&mut self) {
+        let bye = crate::framing::encode_json(&json!({
+            "type": "chat",
+            "sender": self.jam.config().host_machine_id,
+            "displayName": self.jam.config().host_display_name,
+            "text": "The host ended the jam.",
+            "timestamp": wall_ms(),
+        }));
+        let ended = crate::framing::encode_json(&json!({"type": "sessionEnded"}));
+        let peers: Vec<PeerId> = self.links.keys().copied().collect();
+        for peer in peers {
+            if let Some(slot) = self.links.remove(&peer) {
+                if slot.channel_open {
+                    let _ = slot.out.try_send(Bytes::from(bye.clone()));
+                    let _ = slot.out.try_send(Bytes::from(ended.clone()));
+                }
+                drop(slot.out);
+                // Give the writer a moment to flush, then close.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                slot.link.close().await;
+                if let Some(e) = self.registry.left(peer, LeaveReason::Closed) {
+                    self.emit(HostEvent::Peer(e));
+                }
+            }
+        }
+    }
+}
+
+fn route_of(r: rtc::Route) -> registry::Route {
+    match r {
+        rtc::Route::Host => registry::Route::Host,
+        rtc::Route::Srflx => registry::Route::Srflx,
+        rtc::Route::Prflx => registry::Route::Prflx,
+        rtc::Route::Relay => registry::Route::Relay,
+        rtc::Route::Unknown => registry::Route::Unknown,
+    }
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))
+        .unwrap_or(0)
+}

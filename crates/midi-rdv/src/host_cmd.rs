@@ -1,0 +1,186 @@
+//! `midi-rdv host`: the bundled rendezvous plus the jam host, headless.
+//! Prints the code and the URL to share; with `--json`, one JSON object per
+//! line for every event, so scripts and tests can follow a jam.
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use jam::host::{Host, HostConfig, HostEvent};
+use jam::rtc::RtcConfig;
+use jam::signal::Target;
+use rdv::{Config, Rendezvous, RunningServer};
+
+use crate::LogFormat;
+
+#[derive(clap::Args, Debug)]
+pub struct HostArgs {
+    /// Address the bundled rendezvous listens on (MidiEditor joiners reach it here).
+    #[arg(long, env = "MIDI_RDV_BIND", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// Port of the bundled rendezvous (0 picks a free one).
+    #[arg(long, env = "MIDI_RDV_PORT", default_value_t = 8787)]
+    pub port: u16,
+    /// Use this rendezvous instead of the bundled one (e.g. http://10.0.0.2:8787).
+    #[arg(long, env = "MIDI_RDV_RENDEZVOUS_URL")]
+    pub rendezvous_url: Option<String>,
+    /// Your name as joiners see it.
+    #[arg(long, env = "MIDI_RDV_NAME", default_value = "Jam host")]
+    pub name: String,
+    /// Peers in the jam at once; the next one is refused with a reason.
+    #[arg(long, env = "MIDI_RDV_MAX_PEERS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub max_peers: u64,
+    /// A STUN/TURN server (stun:host[:port], turn:user:pass@host[:port][?transport=udp]); repeatable. None by default.
+    #[arg(long = "ice-server", env = "MIDI_RDV_ICE_SERVERS", value_delimiter = ',', value_parser = parse_ice)]
+    pub ice_servers: Vec<jam::rtc::IceServer>,
+    /// Local address to gather ICE host candidates on; repeatable. Default: every interface.
+    #[arg(long = "ice-bind", env = "MIDI_RDV_ICE_BIND", value_delimiter = ',')]
+    pub ice_bind: Vec<IpAddr>,
+    /// Longest wait for ICE gathering before an answer is sent, in milliseconds.
+    #[arg(long, env = "MIDI_RDV_GATHER_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=30_000))]
+    pub gather_timeout_ms: u64,
+    /// Do not resolve joiners' `.local` (mDNS) candidates.
+    #[arg(long, env = "MIDI_RDV_NO_MDNS")]
+    pub no_mdns: bool,
+    /// Write one JSON object per line for each event instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Log format on stderr.
+    #[arg(long, env = "MIDI_RDV_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log filter (error, warn, info, debug, or a tracing directive). The
+    /// default hides the WebRTC stack's own chatter (a peer closing its
+    /// association is logged there as an error), which a musician cannot act on.
+    #[arg(long, env = "MIDI_RDV_LOG", default_value = "warn,webrtc=off,rtc=off,rtc_sctp=off,rtc_dtls=off,rtc_ice=off,rtc_datachannel=off,rtc_mdns=off,rtc_srtp=off")]
+    pub log_level: String,
+}
+
+fn parse_ice(s: &str) -> Result<jam::rtc::IceServer, String> {
+    jam::ice::parse_ice_uri(s).map_err(|e| e.to_string())
+}
+
+/// Prints one event: a JSON line, or a line of text for people.
+fn print(json: bool, e: &HostEvent) {
+    let line = if json {
+        e.to_json().to_string()
+    } else {
+        match e {
+            HostEvent::Hosting {
+                code,
+                urls,
+                renewed,
+            } => {
+                let mut s = if *renewed {
+                    format!("The rendezvous lost the session; new code: {code}")
+                } else {
+                    format!("Hosting. Code: {code}")
+                };
+                for u in urls {
+                    s.push_str(&format!(
+                        "\n  Rendezvous URL (MidiEditor: Settings > Collaboration): {u}"
+                    ));
+                }
+                s
+            }
+            HostEvent::Peer(p) => {
+                let v = e.to_json();
+                let peer = p.peer();
+                format!(
+                    "{}: {} ({})",
+                    v["event"].as_str().unwrap_or("peer"),
+                    peer.display_name.as_deref().unwrap_or("(no name yet)"),
+                    v["peer"]["state"].as_str().unwrap_or("")
+                )
+            }
+            HostEvent::Chat { display_name, text } => format!("{display_name}: {text}"),
+            HostEvent::Error { message } => format!("error: {message}"),
+            HostEvent::Stopped => "Stopped.".to_owned(),
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    // A closed stdout must not stop the jam.
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+pub async fn run(args: HostArgs) -> Result<(), String> {
+    crate::init_logging_with(&args.log_level, args.log_format)?;
+    let (server, target, urls) = match &args.rendezvous_url {
+        Some(url) => {
+            let u = url.trim();
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(format!(
+                    "--rendezvous-url {u:?} must start with http:// or https://"
+                ));
+            }
+            (
+                None,
+                Target::Remote(u.to_owned()),
+                vec![u.trim_end_matches('/').to_owned()],
+            )
+        }
+        None => {
+            let rdv = Rendezvous::new(Config::default());
+            let bind = SocketAddr::new(args.bind, args.port);
+            let server = RunningServer::start(bind, rdv.clone())
+                .await
+                .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+            let urls = jam::net::share_urls(server.addr, "");
+            (Some(server), Target::Bundled(rdv), urls)
+        }
+    };
+    let cfg = HostConfig {
+        display_name: args.name.clone(),
+        machine_id: String::new(),
+        session_id: format!("jam-{}", jam::host::new_machine_id()),
+        max_peers: usize::try_from(args.max_peers).unwrap_or(8),
+        rtc: RtcConfig {
+            ice_servers: args.ice_servers.clone(),
+            gather_timeout: Duration::from_millis(args.gather_timeout_ms),
+            bind_ips: args.ice_bind.clone(),
+            resolve_mdns: !args.no_mdns,
+        },
+        target,
+        share_urls: urls,
+    };
+    let (host, mut events) = match Host::start(cfg).await {
+        Ok(h) => h,
+        Err(e) => {
+            if let Some(s) = server {
+                let _ = s.stop().await;
+            }
+            return Err(format!("cannot host: {e}"));
+        }
+    };
+    let json = args.json;
+    let printer = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(e) => {
+                    let stop = e == HostEvent::Stopped;
+                    print(json, &e);
+                    if stop {
+                        break;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    print(
+                        json,
+                        &HostEvent::Error {
+                            message: format!("{n} events skipped (output too slow)"),
+                        },
+                    );
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    crate::shutdown_signal().await;
+    host.stop().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), printer).await;
+    if let Some(s) = server {
+        s.stop()
+            .await
+            .map_err(|e| format!("rendezvous error: {e}"))?;
+    }
+    Ok(())
+}

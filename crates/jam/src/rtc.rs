@@ -78,9 +78,13 @@
 //!   bounded per-channel queue (256), stops draining SCTP, the receive window
 //!   (1 MiB) closes and the joiner's sends stall. The connection itself (ICE
 //!   consent, DTLS, SCTP timers) keeps running, so a slow consumer never
-//!   disconnects a joiner. Connection-state events are coalesced: a lagging
+//!   disconnects a joiner. Recovery is not instant, though: the joiner
+//!   resumes at its own zero-window-probe pace (a stock webrtc-rs sender took
+//!   0.8–6.6 s to deliver a 3 MB backlog once we read again), so the consumer
+//!   should keep up rather than rely on this. Connection-state events are
+//!   coalesced: a lagging
 //!   consumer may skip an intermediate state, but always sees the latest one,
-//!   and `Closed` is always the last state delivered.
+//!   and `State(Closed)` is always the last event of the stream.
 //! - Sends: each channel may have at most [`SEND_BUFFER_LIMIT`] bytes queued
 //!   but not yet acknowledged. [`PeerLink::send`] waits for room (use
 //!   `tokio::time::timeout` around it to bound the wait); [`PeerLink::try_send`]
@@ -264,7 +268,8 @@ pub struct Answered {
     /// closes the connection.
     pub link: PeerLink,
     /// The link's events; bounded, see the module docs. After the link
-    /// closes it yields what is still queued, then `None`.
+    /// closes it yields what is still queued, ending with `State(Closed)`,
+    /// then `None`.
     pub events: mpsc::Receiver<LinkEvent>,
 }
 
@@ -421,9 +426,9 @@ impl Drop for LinkInner {
 /// State shared between the link handle, the webrtc-rs event handler (which
 /// runs on the connection's driver task) and the forwarding tasks.
 struct Core {
-    /// Source of event senders for new channels; taken on close so the event
-    /// stream ends once the forwarding tasks finish.
-    events_tx: Mutex<Option<mpsc::Sender<LinkEvent>>>,
+    /// Handed to each new channel's forwarding task; taken on close, so the
+    /// event stream ends once the running tasks finish.
+    forwarding: Mutex<Option<Forwarding>>,
     /// Open channels by label (the latest one wins if a label repeats).
     channels: Mutex<HashMap<String, Arc<dyn DataChannel>>>,
     /// Latest connection state. A watch, so the driver's callback never waits
@@ -456,7 +461,7 @@ async fn shutdown(core: &Arc<Core>, pc: &Arc<dyn PeerConnection>) {
             core.closed.store(true, Ordering::Release);
             // No new forwarding tasks: the stream ends when the running ones
             // have delivered their last events.
-            lock(&core.events_tx).take();
+            lock(&core.forwarding).take();
             if let Err(err) = pc.close().await {
                 debug!("closing the peer connection: {err}");
             }
@@ -489,11 +494,21 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_data_channel(&self, channel: Arc<dyn DataChannel>) {
-        let Some(events) = lock(&self.core.events_tx).clone() else {
+        let Some(forwarding) = lock(&self.core.forwarding).clone() else {
             return;
         };
-        tokio::spawn(forward_channel(self.core.clone(), channel, events));
+        tokio::spawn(forward_channel(self.core.clone(), channel, forwarding));
     }
+}
+
+/// What a channel's forwarding task needs: where events go, and a token
+/// whose drop tells the state task that this channel has said its last word.
+#[derive(Clone)]
+struct Forwarding {
+    events: mpsc::Sender<LinkEvent>,
+    /// Never sent on; the receiver in `forward_states` sees the channel
+    /// close once every forwarding task (and `Core`'s copy) has dropped it.
+    _alive: mpsc::Sender<()>,
 }
 
 /// Hands an event to the consumer, waiting for room (backpressure). A
@@ -505,11 +520,8 @@ async fn deliver(events: &mpsc::Sender<LinkEvent>, event: LinkEvent) {
 
 /// One task per data channel: registers it for [`PeerLink::send`] when it
 /// opens and forwards its events in order until it closes.
-async fn forward_channel(
-    core: Arc<Core>,
-    channel: Arc<dyn DataChannel>,
-    events: mpsc::Sender<LinkEvent>,
-) {
+async fn forward_channel(core: Arc<Core>, channel: Arc<dyn DataChannel>, forwarding: Forwarding) {
+    let events = &forwarding.events;
     let Ok(label) = channel.label().await else {
         return; // closed before we could look at it
     };
@@ -521,7 +533,7 @@ async fn forward_channel(
                 lock(&core.channels).insert(label.clone(), channel.clone());
                 opened = true;
                 let label = label.clone();
-                deliver(&events, LinkEvent::ChannelOpen { label }).await;
+                deliver(events, LinkEvent::ChannelOpen { label }).await;
             }
             DataChannelEvent::OnMessage(message) => {
                 let event = LinkEvent::Message {
@@ -529,7 +541,7 @@ async fn forward_channel(
                     data: message.data.freeze(),
                     is_text: message.is_string,
                 };
-                deliver(&events, event).await;
+                deliver(events, event).await;
             }
             DataChannelEvent::OnClose => break,
             DataChannelEvent::OnError => debug!("data channel {label:?} reported an error"),
@@ -543,29 +555,33 @@ async fn forward_channel(
         }
     }
     if opened {
-        deliver(&events, LinkEvent::ChannelClosed { label }).await;
+        deliver(events, LinkEvent::ChannelClosed { label }).await;
     }
 }
 
 /// Forwards connection-state changes. After `Failed` it closes the link (an
 /// ICE agent in `Failed` has discarded its candidates and cannot recover
-/// without a restart we never do), so `Closed` follows; `Closed` ends it.
+/// without a restart we never do), so `Closed` follows. `Closed` is held back
+/// until every channel task has delivered its `ChannelClosed`, so that it is
+/// the stream's last event.
 async fn forward_states(
     core: Arc<Core>,
     mut states: watch::Receiver<LinkState>,
     events: mpsc::Sender<LinkEvent>,
+    mut channel_tasks_alive: mpsc::Receiver<()>,
 ) {
     while states.changed().await.is_ok() {
         let state = *states.borrow_and_update();
+        if state == LinkState::Closed {
+            while channel_tasks_alive.recv().await.is_some() {}
+            deliver(&events, LinkEvent::State(state)).await;
+            break;
+        }
         deliver(&events, LinkEvent::State(state)).await;
-        match state {
-            LinkState::Failed => {
-                if let Some(pc) = core.pc.get().and_then(Weak::upgrade) {
-                    shutdown(&core, &pc).await;
-                }
+        if state == LinkState::Failed {
+            if let Some(pc) = core.pc.get().and_then(Weak::upgrade) {
+                shutdown(&core, &pc).await;
             }
-            LinkState::Closed => break,
-            _ => {}
         }
     }
 }
@@ -595,14 +611,23 @@ pub async fn answer_offer(offer_sdp: &str, cfg: &RtcConfig) -> Result<Answered, 
     }
 }
 
-async fn answer(offer_sdp: String, cfg: RtcConfig) -> Result<Answered, RtcError> {
-    let (offer, dtls_role) = parse_offer(offer_sdp)?;
-    let udp_addrs = bind_addrs(&cfg.bind_ips)?;
+/// Set once a connection could not open its mDNS socket, so later joiners
+/// do not pay for the failed attempt again.
+static MDNS_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
 
+/// Builds one connection with our settings; `mdns` chooses whether remote
+/// `.local` candidates are resolved (we never gather them).
+async fn build_connection(
+    cfg: &RtcConfig,
+    dtls_role: RTCDtlsRole,
+    udp_addrs: &[SocketAddr],
+    core: &Arc<Core>,
+    mdns: bool,
+) -> Result<impl PeerConnection + 'static, WebrtcError> {
     let setting_engine = SettingEngineBuilder::new()
         // Never gather `.local` candidates; resolve the remote ones only on
         // request, since that opens a multicast socket.
-        .with_multicast_dns_mode(if cfg.resolve_mdns {
+        .with_multicast_dns_mode(if mdns {
             MulticastDnsMode::QueryOnly
         } else {
             MulticastDnsMode::Disabled
@@ -618,11 +643,29 @@ async fn answer(offer_sdp: String, cfg: RtcConfig) -> Result<Answered, RtcError>
         .with_ice_servers(cfg.ice_servers.iter().map(to_webrtc_ice_server).collect())
         .build();
 
+    PeerConnectionBuilder::new()
+        .with_configuration(configuration)
+        .with_setting_engine(setting_engine)
+        .with_handler(Arc::new(Handler { core: core.clone() }))
+        .with_udp_addrs(udp_addrs.to_vec())
+        .with_data_channel_send_buffer_limit(SEND_BUFFER_LIMIT)
+        .build()
+        .await
+}
+
+async fn answer(offer_sdp: String, cfg: RtcConfig) -> Result<Answered, RtcError> {
+    let (offer, dtls_role) = parse_offer(offer_sdp)?;
+    let udp_addrs = bind_addrs(&cfg.bind_ips)?;
+
     let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+    let (alive_tx, alive_rx) = mpsc::channel(1);
     let (state_tx, state_rx) = watch::channel(LinkState::New);
     let (gathered_tx, mut gathered_rx) = watch::channel(false);
     let core = Arc::new(Core {
-        events_tx: Mutex::new(Some(events_tx.clone())),
+        forwarding: Mutex::new(Some(Forwarding {
+            events: events_tx.clone(),
+            _alive: alive_tx,
+        })),
         channels: Mutex::new(HashMap::new()),
         state_tx,
         gathered_tx,
@@ -631,15 +674,22 @@ async fn answer(offer_sdp: String, cfg: RtcConfig) -> Result<Answered, RtcError>
         pc: OnceLock::new(),
     });
 
-    let pc = PeerConnectionBuilder::new()
-        .with_configuration(configuration)
-        .with_setting_engine(setting_engine)
-        .with_handler(Arc::new(Handler { core: core.clone() }))
-        .with_udp_addrs(udp_addrs)
-        .with_data_channel_send_buffer_limit(SEND_BUFFER_LIMIT)
-        .build()
-        .await
-        .map_err(|err| RtcError::Setup(err.to_string()))?;
+    // Resolving `.local` candidates needs a multicast socket, which some
+    // hosts cannot open (no multicast-capable interface, a sandbox). Then we
+    // answer without it rather than refuse every joiner: raw-IP candidates
+    // (MidiEditor's, and browsers' with a routable address) still work.
+    let want_mdns = cfg.resolve_mdns && !MDNS_UNAVAILABLE.load(Ordering::Relaxed);
+    let pc = match build_connection(&cfg, dtls_role, &udp_addrs, &core, want_mdns).await {
+        Ok(pc) => pc,
+        Err(err) if want_mdns => {
+            MDNS_UNAVAILABLE.store(true, Ordering::Relaxed);
+            warn!("cannot open the mDNS socket ({err}); .local candidates will not be resolved");
+            build_connection(&cfg, dtls_role, &udp_addrs, &core, false)
+                .await
+                .map_err(|err| RtcError::Setup(err.to_string()))?
+        }
+        Err(err) => return Err(RtcError::Setup(err.to_string())),
+    };
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
     let _ = core.pc.set(Arc::downgrade(&pc));
     // From here on the link owns the connection: any early return drops it,
@@ -680,7 +730,7 @@ async fn answer(offer_sdp: String, cfg: RtcConfig) -> Result<Answered, RtcError>
         return Err(RtcError::NoCandidates(cfg.gather_timeout));
     }
 
-    tokio::spawn(forward_states(core, state_rx, events_tx));
+    tokio::spawn(forward_states(core, state_rx, events_tx, alive_rx));
     Ok(Answered {
         answer_sdp,
         link,
@@ -950,5 +1000,55 @@ impl PeerLink {
             }
             other => RtcError::Send(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn we_take_the_dtls_server_role_unless_the_offerer_insists_on_it() {
+        assert_eq!(answering_dtls_role(Some("actpass")), RTCDtlsRole::Server);
+        assert_eq!(answering_dtls_role(None), RTCDtlsRole::Server);
+        assert_eq!(answering_dtls_role(Some("active")), RTCDtlsRole::Server);
+        assert_eq!(answering_dtls_role(Some("passive")), RTCDtlsRole::Client);
+        assert_eq!(answering_dtls_role(Some(" PASSIVE ")), RTCDtlsRole::Client);
+    }
+
+    #[test]
+    fn stats_references_match_with_or_without_the_type_prefix() {
+        let id = "RTCLocalIceCandidate_candidate:abc/def";
+        assert!(refers_to(id, "candidate:abc/def"));
+        assert!(refers_to(id, id));
+        assert!(!refers_to(id, "candidate:bc/def"));
+        assert!(!refers_to(id, "abc/def"));
+    }
+
+    #[test]
+    fn explicit_bind_ips_are_bound_once_each_on_ephemeral_ports() {
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        let addrs = bind_addrs(&[loopback, loopback]).unwrap();
+        assert_eq!(addrs, vec![SocketAddr::new(loopback, 0)]);
+    }
+
+    #[test]
+    fn link_local_addresses_are_recognised() {
+        assert!(is_link_local(&IpAddr::from([169, 254, 1, 2])));
+        assert!(is_link_local(&"fe80::1".parse().unwrap()));
+        assert!(!is_link_local(&IpAddr::from([192, 168, 1, 2])));
+        assert!(!is_link_local(&"2001:db8::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn ice_server_debug_output_hides_the_credential() {
+        let server = IceServer {
+            urls: vec!["turn:turn.example:3478".to_owned()],
+            username: Some("user".to_owned()),
+            credential: Some("hunter2".to_owned()),
+        };
+        let shown = format!("{server:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("user"), "{shown}");
     }
 }

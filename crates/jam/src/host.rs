@@ -205,6 +205,14 @@ impl Host {
         ))
     }
 
+    /// Another handle for sending commands (kick, chat) from elsewhere; it
+    /// cannot stop the host.
+    pub fn clone_handle(&self) -> HostControl {
+        HostControl {
+            cmd: self.cmd.clone(),
+        }
+    }
+
     /// A receiver of every event from now on. Slow receivers skip events
     /// (and see a `Lagged` error) rather than slow the host down.
     pub fn subscribe(&self) -> broadcast::Receiver<HostEvent> {
@@ -212,6 +220,34 @@ impl Host {
     }
 
     /// Drops a peer.
+    pub async fn kick(&self, peer: PeerId, reason: &str) {
+        self.clone_handle().kick(peer, reason).await;
+    }
+
+    /// Sends a chat message from the host to every peer.
+    pub async fn chat(&self, text: &str) {
+        self.clone_handle().chat(text).await;
+    }
+
+    /// Stops cleanly: peers are told and closed, the session is removed from
+    /// the rendezvous (the bundled one at once; a remote one lapses).
+    pub async fn stop(self) {
+        let (done, wait) = oneshot::channel();
+        if self.cmd.send(Cmd::Stop { done }).await.is_ok() {
+            let _ = wait.await;
+        }
+        let _ = self.engine.await;
+    }
+}
+
+/// Sends commands to a running host.
+#[derive(Clone)]
+pub struct HostControl {
+    cmd: mpsc::Sender<Cmd>,
+}
+
+impl HostControl {
+    /// Drops a peer (a MidiEditor joiner sees its connection close).
     pub async fn kick(&self, peer: PeerId, reason: &str) {
         let _ = self
             .cmd
@@ -230,16 +266,6 @@ impl Host {
                 text: text.to_owned(),
             })
             .await;
-    }
-
-    /// Stops cleanly: peers are told and closed, the session is removed from
-    /// the rendezvous (the bundled one at once; a remote one lapses).
-    pub async fn stop(self) {
-        let (done, wait) = oneshot::channel();
-        if self.cmd.send(Cmd::Stop { done }).await.is_ok() {
-            let _ = wait.await;
-        }
-        let _ = self.engine.await;
     }
 }
 

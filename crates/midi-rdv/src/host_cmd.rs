@@ -51,7 +51,11 @@ pub struct HostArgs {
     /// Log filter (error, warn, info, debug, or a tracing directive). The
     /// default hides the WebRTC stack's own chatter (a peer closing its
     /// association is logged there as an error), which a musician cannot act on.
-    #[arg(long, env = "MIDI_RDV_LOG", default_value = "warn,webrtc=off,rtc=off,rtc_sctp=off,rtc_dtls=off,rtc_ice=off,rtc_datachannel=off,rtc_mdns=off,rtc_srtp=off")]
+    #[arg(
+        long,
+        env = "MIDI_RDV_LOG",
+        default_value = "warn,webrtc=off,rtc=off,rtc_sctp=off,rtc_dtls=off,rtc_ice=off,rtc_datachannel=off,rtc_mdns=off,rtc_srtp=off"
+    )]
     pub log_level: String,
 }
 
@@ -174,7 +178,33 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
             }
         }
     });
-    crate::shutdown_signal().await;
+    // Commands on stdin, one per line: `kick <peer id> [reason]`,
+    // `chat <text>`, `quit`. End of input (or no terminal) changes nothing.
+    let (quit_tx, mut quit_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let commands = {
+        let host = host.clone_handle();
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                match parse_command(&line) {
+                    Ok(Command::Kick(peer, reason)) => host.kick(peer, &reason).await,
+                    Ok(Command::Chat(text)) => host.chat(&text).await,
+                    Ok(Command::Quit) => {
+                        let _ = quit_tx.send(()).await;
+                        break;
+                    }
+                    Ok(Command::Nothing) => {}
+                    Err(e) => print(json, &HostEvent::Error { message: e }),
+                }
+            }
+        })
+    };
+    tokio::select! {
+        _ = crate::shutdown_signal() => {}
+        _ = quit_rx.recv() => {}
+    }
+    commands.abort();
     host.stop().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), printer).await;
     if let Some(s) = server {
@@ -183,4 +213,69 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
             .map_err(|e| format!("rendezvous error: {e}"))?;
     }
     Ok(())
+}
+
+/// A line typed on stdin while hosting.
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    Kick(jam::protocol::PeerId, String),
+    Chat(String),
+    Quit,
+    Nothing,
+}
+
+fn parse_command(line: &str) -> Result<Command, String> {
+    let line = line.trim();
+    let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let rest = rest.trim();
+    match word {
+        "" => Ok(Command::Nothing),
+        "kick" => {
+            let (id, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+            let id: u64 = id.parse().map_err(|_| {
+                format!("kick: {id:?} is not a peer id (the \"id\" of a peer event)")
+            })?;
+            let reason = if reason.trim().is_empty() {
+                "removed by the host".to_owned()
+            } else {
+                reason.trim().to_owned()
+            };
+            Ok(Command::Kick(jam::protocol::PeerId(id), reason))
+        }
+        "chat" if !rest.is_empty() => Ok(Command::Chat(rest.to_owned())),
+        "chat" => Err("chat: nothing to say".to_owned()),
+        "quit" | "stop" => Ok(Command::Quit),
+        other => Err(format!(
+            "unknown command {other:?}: use kick <id> [reason], chat <text> or quit"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdin_commands_parse_or_explain() {
+        assert_eq!(
+            parse_command("kick 3 too loud"),
+            Ok(Command::Kick(jam::protocol::PeerId(3), "too loud".into()))
+        );
+        assert_eq!(
+            parse_command(" kick 3 "),
+            Ok(Command::Kick(
+                jam::protocol::PeerId(3),
+                "removed by the host".into()
+            ))
+        );
+        assert_eq!(
+            parse_command("chat hi all"),
+            Ok(Command::Chat("hi all".into()))
+        );
+        assert_eq!(parse_command("quit"), Ok(Command::Quit));
+        assert_eq!(parse_command(""), Ok(Command::Nothing));
+        assert!(parse_command("kick x").is_err());
+        assert!(parse_command("chat").is_err());
+        assert!(parse_command("dance").is_err());
+    }
 }

@@ -112,6 +112,7 @@ enum Cmd {
     /// A joiner's offer is being answered: show it as connecting.
     Answering {
         peer: PeerId,
+        joiner_id: String,
     },
     /// Answering failed before a link existed.
     AnswerFailed {
@@ -188,6 +189,9 @@ impl Host {
         ));
         let engine = Engine {
             jam,
+            joiner_ids: HashMap::new(),
+            signaller: signaller.clone(),
+            session: session_rx.clone(),
             registry,
             links: HashMap::new(),
             events: events.clone(),
@@ -306,8 +310,9 @@ async fn signalling_loop(
             Ok(offers) => {
                 failures = 0;
                 for offer in offers {
-                    let Ok(permit) = answering.clone().try_acquire_owned() else {
-                        // Busy: leave it unseen, it is picked up next round.
+                    // At most MAX_ANSWERING PeerConnections are being set up
+                    // at once; further offers wait here for a free slot.
+                    let Ok(permit) = answering.clone().acquire_owned().await else {
                         break;
                     };
                     // Bounded: a session holds a handful of live offers, and a
@@ -323,7 +328,12 @@ async fn signalling_loop(
                     let session = session.clone();
                     tokio::spawn(async move {
                         let _permit = permit;
-                        let _ = cmd.send(Cmd::Answering { peer }).await;
+                        let _ = cmd
+                            .send(Cmd::Answering {
+                                peer,
+                                joiner_id: offer.joiner_id.clone(),
+                            })
+                            .await;
                         answer_one(peer, offer, &rtc_cfg, &signaller, &session, &cmd).await;
                     });
                 }
@@ -432,6 +442,11 @@ struct LinkSlot {
 
 struct Engine {
     jam: Jam,
+    /// The rendezvous joinerId of every peer we answered, to free its slot
+    /// when it leaves.
+    joiner_ids: HashMap<PeerId, String>,
+    signaller: Signaller,
+    session: tokio::sync::watch::Receiver<HostSession>,
     registry: Registry,
     links: HashMap<PeerId, LinkSlot>,
     events: broadcast::Sender<HostEvent>,
@@ -479,14 +494,21 @@ impl Engine {
         }
     }
 
-    fn emit(&self, e: HostEvent) {
+    fn emit(&mut self, e: HostEvent) {
+        if let HostEvent::Peer(RegistryEvent::Left { peer, .. }) = &e {
+            if let Some(joiner_id) = self.joiner_ids.remove(&peer.id) {
+                let session = self.session.borrow().clone();
+                self.signaller.release(&session, &joiner_id);
+            }
+        }
         let _ = self.events.send(e);
     }
 
     fn handle(&mut self, c: Cmd) {
         let now = self.now();
         match c {
-            Cmd::Answering { peer } => {
+            Cmd::Answering { peer, joiner_id } => {
+                self.joiner_ids.insert(peer, joiner_id);
                 if let Some(e) = self.registry.connecting(now, peer, ClientKind::Unknown) {
                     self.emit(HostEvent::Peer(e));
                 }

@@ -248,6 +248,16 @@ impl Signaller {
         }
     }
 
+    /// Frees the slot of a joiner that left, on the bundled rendezvous (a
+    /// v3 rendezvous has no such request; there the offer lapses on its own).
+    pub fn release(&self, s: &HostSession, joiner_id: &str) {
+        if let Target::Bundled(rdv) = &self.target {
+            if let Some(code) = Code::parse_route(&s.code) {
+                let _ = rdv.host_release(code, &s.token, joiner_id);
+            }
+        }
+    }
+
     /// Ends the session. The bundled rendezvous drops it at once; the v3
     /// protocol has no way to delete a remote session, which lapses one TTL
     /// after our last poll.

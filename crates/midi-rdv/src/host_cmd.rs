@@ -200,9 +200,15 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
             }
         })
     };
+    // End of stdin drops the sender; only an explicit `quit` stops the host.
+    let quit = async move {
+        if quit_rx.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         _ = crate::shutdown_signal() => {}
-        _ = quit_rx.recv() => {}
+        _ = quit => {}
     }
     commands.abort();
     host.stop().await;

@@ -280,6 +280,17 @@ impl Rendezvous {
         Ok(())
     }
 
+    /// Frees a departed joiner's slot (see [`Table::release`]).
+    pub fn host_release(
+        &self,
+        code: Code,
+        host_token: &str,
+        joiner_id: &str,
+    ) -> Result<bool, HostError> {
+        let now = self.inner.clock.now();
+        lock(&self.inner.table).release(now, code, Some(host_token), joiner_id)
+    }
+
     /// Ends a session now, waking every long-poll on it.
     pub fn host_close(&self, code: Code, host_token: &str) -> Result<(), HostError> {
         let now = self.inner.clock.now();

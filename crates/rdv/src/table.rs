@@ -476,6 +476,22 @@ impl Table {
             .map(|t| t.sdp.clone())
     }
 
+    /// Forgets one joiner's offer and answer (the host saw it leave), so its
+    /// slot is free at once instead of when its offer lapses. Host only.
+    pub fn release(
+        &mut self,
+        now: Millis,
+        code: Code,
+        bearer: Option<&str>,
+        joiner_id: &str,
+    ) -> Result<bool, HostError> {
+        let s = self.live(now, code).ok_or(HostError::NoSession)?;
+        s.authorise_host(bearer)?;
+        let before = s.joiners.len();
+        s.joiners.retain(|j| j.id != joiner_id);
+        Ok(s.joiners.len() < before)
+    }
+
     /// Ends a session now (its host stopped): joiners' polls get 404 from
     /// here on. Only the host may do this, so a protected session needs its
     /// token. Returns whether a session was removed.
@@ -852,6 +868,23 @@ mod tests {
             }
         );
         assert_eq!(t.expired_total(), 1);
+    }
+
+    #[test]
+    fn releasing_a_joiner_frees_its_slot_at_once() {
+        let mut t = table();
+        let c = open(&mut t, 0).code;
+        for i in 0..8 {
+            offer(&mut t, 0, c, &format!("joiner-{i:02}")).unwrap();
+        }
+        assert_eq!(
+            offer(&mut t, 1, c, "joiner-99"),
+            Err(OfferError::SessionFull)
+        );
+        assert_eq!(t.release(Millis(2), c, None, "joiner-03"), Ok(true));
+        assert_eq!(t.release(Millis(2), c, None, "joiner-03"), Ok(false));
+        assert!(offer(&mut t, 3, c, "joiner-99").is_ok());
+        assert_eq!(t.answer(Millis(3), c, "joiner-03"), None);
     }
 
     #[test]

@@ -174,6 +174,10 @@ impl Host {
         });
         let jam = Jam::new(JamConfig {
             max_peers: cfg.max_peers,
+            // Up to a whole jam's worth of joiners may open their channels
+            // in the same millisecond; their hellos are queued behind the
+            // opens, so fewer pending slots than peers would refuse them.
+            max_pending: cfg.max_peers + 4,
             host_machine_id: cfg.machine_id.clone(),
             host_display_name: cfg.display_name.clone(),
             ..JamConfig::default()
@@ -327,14 +331,14 @@ async fn signalling_loop(
                     let cmd = cmd.clone();
                     let session = session.clone();
                     tokio::spawn(async move {
-                        let _permit = permit;
                         let _ = cmd
                             .send(Cmd::Answering {
                                 peer,
                                 joiner_id: offer.joiner_id.clone(),
                             })
                             .await;
-                        answer_one(peer, offer, &rtc_cfg, &signaller, &session, &cmd).await;
+                        answer_one(peer, offer, &rtc_cfg, &signaller, &session, &cmd, permit)
+                            .await;
                     });
                 }
             }
@@ -387,6 +391,7 @@ async fn answer_one(
     signaller: &Signaller,
     session: &HostSession,
     cmd: &mpsc::Sender<Cmd>,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let answered = match rtc::answer_offer(&offer.sdp, rtc_cfg).await {
         Ok(a) => a,
@@ -413,6 +418,9 @@ async fn answer_one(
             .await;
         return;
     }
+    // Answering is done: the slot goes to the next joiner, while this task
+    // lives on as the link's forwarder.
+    drop(permit);
     let mut link_events = answered.events;
     if cmd
         .send(Cmd::NewLink {

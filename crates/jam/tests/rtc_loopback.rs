@@ -750,3 +750,51 @@ async fn offer_that_fixes_the_dtls_roles_is_obeyed() {
         answered.link.close().await;
     }
 }
+
+/// A UDP socket on loopback that swallows everything: a STUN/TURN server
+/// that never answers, without sending a packet off the machine.
+async fn black_hole() -> (tokio::net::UdpSocket, u16) {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback UDP port");
+    let port = sock.local_addr().unwrap().port();
+    (sock, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_stun_and_turn_servers_cost_a_joiner_at_most_the_gathering_cap() {
+    let (_stun, stun_port) = black_hole().await;
+    let (_turn, turn_port) = black_hole().await;
+    let cap = Duration::from_millis(600);
+    let cfg = RtcConfig {
+        ice_servers: vec![
+            jam::ice::parse_ice_uri(&format!("stun:127.0.0.1:{stun_port}")).unwrap(),
+            jam::ice::parse_ice_uri(&format!(
+                "turn:user:pass@127.0.0.1:{turn_port}?transport=udp"
+            ))
+            .unwrap(),
+        ],
+        gather_timeout: cap,
+        ..loopback_config()
+    };
+    let mut offerer = Offerer::new(&["midieditor"]).await;
+    let started = Instant::now();
+    let mut answered = answer_offer(&offerer.offer_sdp, &cfg)
+        .await
+        .expect("an answer despite silent servers");
+    let took = started.elapsed();
+    eprintln!("answer with two silent ICE servers took {took:?} (cap {cap:?})");
+    assert!(took < cap + Duration::from_millis(400), "took {took:?}");
+    // The answer still carries our raw-IP host candidate, and it works.
+    let candidates = candidate_lines(&answered.answer_sdp);
+    assert!(
+        candidates
+            .iter()
+            .any(|c| c.contains("127.0.0.1") && c.contains("typ host")),
+        "{candidates:?}"
+    );
+    offerer.accept(&answered.answer_sdp).await;
+    wait_channels_open(&mut answered, &["midieditor"]).await;
+    offerer.wait_open(&["midieditor"]).await;
+    answered.link.close().await;
+}

@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::protocol::{Action, ClientKind, Jam, JamConfig, LeaveReason, PeerEvent, PeerId};
-use crate::registry::{self, Registry, RegistryEvent};
+use crate::registry::{Registry, RegistryEvent};
 use crate::rtc::{self, LinkEvent, LinkState, PeerLink, RtcConfig};
 use crate::signal::{HostSession, SignalError, Signaller, Target};
 
@@ -337,8 +337,7 @@ async fn signalling_loop(
                                 joiner_id: offer.joiner_id.clone(),
                             })
                             .await;
-                        answer_one(peer, offer, &rtc_cfg, &signaller, &session, &cmd, permit)
-                            .await;
+                        answer_one(peer, offer, &rtc_cfg, &signaller, &session, &cmd, permit).await;
                     });
                 }
             }
@@ -548,13 +547,7 @@ impl Engine {
             }
             Cmd::Link { peer, event } => self.on_link(peer, event),
             Cmd::Stats { peer, stats } => {
-                let s = registry::LinkStats {
-                    rtt: stats.rtt,
-                    route: route_of(stats.route),
-                    bytes_in: stats.bytes_received,
-                    bytes_out: stats.bytes_sent,
-                };
-                if let Some(e) = self.registry.link_stats(peer, &s) {
+                if let Some(e) = self.registry.link_stats(peer, &stats) {
                     self.emit(HostEvent::Peer(e));
                 }
             }
@@ -714,16 +707,6 @@ impl Engine {
                 }
             }
         }
-    }
-}
-
-fn route_of(r: rtc::Route) -> registry::Route {
-    match r {
-        rtc::Route::Host => registry::Route::Host,
-        rtc::Route::Srflx => registry::Route::Srflx,
-        rtc::Route::Prflx => registry::Route::Prflx,
-        rtc::Route::Relay => registry::Route::Relay,
-        rtc::Route::Unknown => registry::Route::Unknown,
     }
 }
 

@@ -89,7 +89,7 @@ pub enum PeerState {
 /// The ICE candidate type of the local end of the selected pair: `host` is
 /// a direct LAN path, `srflx`/`prflx` went through NAT discovery, `relay`
 /// through TURN. A TCP (MidiEditor LAN mode) peer is `host`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Route {
     Host,
@@ -117,9 +117,13 @@ impl Route {
 /// What the transport measured, as absolute values (not deltas).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LinkStats {
+    /// Latest ICE round-trip time on the selected candidate pair; `None`
+    /// until a check was answered on it (consent checks refresh it every ~2 s).
     pub rtt: Option<Duration>,
     pub route: Route,
+    /// Bytes received on the transport so far (all protocols, encrypted).
     pub bytes_in: u64,
+    /// Bytes sent on the transport so far.
     pub bytes_out: u64,
 }
 

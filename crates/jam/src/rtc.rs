@@ -347,38 +347,9 @@ impl From<RTCPeerConnectionState> for LinkState {
     }
 }
 
-/// How packets reach the joiner: the type of our local candidate in the
-/// selected ICE pair. Shown in the UI to explain latency (a relayed link goes
-/// through a TURN server; a host link is direct on the LAN).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Route {
-    /// Direct, from one of our interface addresses.
-    Host,
-    /// Through our NAT's public address, learned from a STUN server.
-    Srflx,
-    /// Direct, from an address the joiner observed during checks.
-    Prflx,
-    /// Through a TURN relay.
-    Relay,
-    /// No pair selected yet, or the stack reported no type.
-    #[default]
-    Unknown,
-}
-
-/// A snapshot of the link's transport statistics.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct LinkStats {
-    /// Latest ICE round-trip time on the selected candidate pair; `None`
-    /// until a STUN check has been answered on it (consent checks refresh it
-    /// every ~2 s).
-    pub rtt: Option<Duration>,
-    /// How packets reach the joiner; see [`Route`].
-    pub route: Route,
-    /// Bytes sent on the transport so far (all protocols, after encryption).
-    pub bytes_sent: u64,
-    /// Bytes received on the transport so far.
-    pub bytes_received: u64,
-}
+// The route and statistics types are shared with the peer list, which
+// shows them; they live with it so the pure registry needs nothing from here.
+pub use crate::registry::{LinkStats, Route};
 
 /// Cheap, clonable handle to one joiner's connection.
 ///
@@ -925,8 +896,8 @@ impl PeerLink {
         let mut selected_pair_id = String::new();
         for entry in report.iter() {
             if let RTCStatsReportEntry::Transport(transport) = entry {
-                stats.bytes_sent += transport.bytes_sent;
-                stats.bytes_received += transport.bytes_received;
+                stats.bytes_out += transport.bytes_sent;
+                stats.bytes_in += transport.bytes_received;
                 if selected_pair_id.is_empty() {
                     selected_pair_id = transport.selected_candidate_pair_id.clone();
                 }
@@ -951,9 +922,9 @@ impl PeerLink {
                 pair.current_round_trip_time.max(0.0),
             ));
         }
-        if stats.bytes_sent == 0 && stats.bytes_received == 0 {
-            stats.bytes_sent = pair.bytes_sent;
-            stats.bytes_received = pair.bytes_received;
+        if stats.bytes_out == 0 && stats.bytes_in == 0 {
+            stats.bytes_out = pair.bytes_sent;
+            stats.bytes_in = pair.bytes_received;
         }
         stats.route = report
             .iter()

@@ -181,12 +181,24 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
     // Commands on stdin, one per line: `kick <peer id> [reason]`,
     // `chat <text>`, `quit`. End of input (or no terminal) changes nothing.
     let (quit_tx, mut quit_rx) = tokio::sync::mpsc::channel::<()>(1);
+    // Lines are read on a plain thread: a blocking read of stdin cannot be
+    // cancelled, and as a runtime task it would keep the process alive after
+    // SIGTERM until someone pressed Enter. A plain thread dies with the process.
+    let (line_tx, mut line_rx) = tokio::sync::mpsc::channel::<String>(16);
+    let _ = std::thread::Builder::new()
+        .name("stdin-commands".into())
+        .spawn(move || {
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { break };
+                if line_tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
     let commands = {
         let host = host.clone_handle();
         tokio::spawn(async move {
-            use tokio::io::AsyncBufReadExt;
-            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            while let Some(line) = line_rx.recv().await {
                 match parse_command(&line) {
                     Ok(Command::Kick(peer, reason)) => host.kick(peer, &reason).await,
                     Ok(Command::Chat(text)) => host.chat(&text).await,

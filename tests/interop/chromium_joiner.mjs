@@ -60,6 +60,10 @@ const USAGE = `usage: chromium_joiner.mjs --url URL --code CODE [options]
   --preflight-gets          send Content-Type: application/json on GETs too, as
                             MidiEditor does (each GET is then CORS-preflighted)
   --chromium PATH           (default /usr/bin/chromium)
+  --mdns-candidates         keep Chromium's default of hiding local IPs behind
+                            <uuid>.local mDNS host candidates (default: raw IPs); no
+                            camera/microphone permission then, so Chromium gathers
+                            only on the default route's interface
   --verbose                 also report every answer poll`;
 
 function parseCli() {
@@ -95,6 +99,7 @@ function parseCli() {
       'max-body-print': { type: 'string', default: '65536' },
       'preflight-gets': { type: 'boolean', default: false },
       chromium: { type: 'string', default: '/usr/bin/chromium' },
+      'mdns-candidates': { type: 'boolean', default: false },
       verbose: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -145,6 +150,7 @@ function parseCli() {
     maxBodyPrint: num('max-body-print'),
     preflightGets: values['preflight-gets'],
     chromium: values.chromium,
+    mdnsCandidates: values['mdns-candidates'],
     verbose: values.verbose,
     t0: T0,
   };
@@ -596,10 +602,12 @@ const CHROMIUM_ARGS = [
   '--disable-component-update',
   '--disable-sync',
   '--allow-loopback-in-peer-connection',
-  // Raw IP host candidates instead of <uuid>.local names (libjuice and our host do not
-  // resolve mDNS). This replaces playwright's own --disable-features list (last one wins).
-  '--disable-features=WebRtcHideLocalIpsWithMdns',
 ];
+// Raw IP host candidates instead of <uuid>.local names (libjuice does not resolve mDNS).
+// This replaces playwright's own --disable-features list (last one wins). Left out with
+// --mdns-candidates, so Chromium offers <uuid>.local host candidates as it does by default
+// (it then needs a multicast-capable interface, e.g. a veth pair; not plain loopback).
+const NO_MDNS_ARG = '--disable-features=WebRtcHideLocalIpsWithMdns';
 
 async function main() {
   let o;
@@ -617,11 +625,14 @@ async function main() {
     ctx = await chromium.launchPersistentContext(userDataDir, {
       executablePath: o.chromium,
       headless: true,
-      args: CHROMIUM_ARGS,
+      args: o.mdnsCandidates ? CHROMIUM_ARGS : [...CHROMIUM_ARGS, NO_MDNS_ARG],
     });
     // Media permission makes Chromium enumerate interfaces (lo included, with the flag
-    // above) for ICE; without it only the default route's address is offered.
-    await ctx.grantPermissions(['camera', 'microphone']);
+    // above) for ICE; without it only the default route's address is offered. It also
+    // makes Chromium offer raw IPs even with WebRtcHideLocalIpsWithMdns enabled, so
+    // --mdns-candidates leaves it out: Chromium then offers one <uuid>.local candidate for
+    // the default route's address (the namespace needs a default route).
+    if (!o.mdnsCandidates) await ctx.grantPermissions(['camera', 'microphone']);
     const page = ctx.pages()[0] ?? (await ctx.newPage());
     await page.exposeFunction('__jamEmit', (rec) => {
       process.stdout.write(JSON.stringify(rec) + '\n');

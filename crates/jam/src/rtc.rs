@@ -582,9 +582,20 @@ pub async fn answer_offer(offer_sdp: &str, cfg: &RtcConfig) -> Result<Answered, 
     }
 }
 
-/// Set once a connection could not open its mDNS socket, so later joiners
-/// do not pay for the failed attempt again.
-static MDNS_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
+/// When a connection last failed to open its mDNS socket, so the joiners
+/// right after it do not pay for the failed attempt again. The failure is
+/// not taken as permanent: on Linux it usually means no route to the mDNS
+/// group yet (a network still coming up), so it is retried after
+/// [`MDNS_RETRY_AFTER`].
+static MDNS_FAILED_AT: Mutex<Option<Instant>> = Mutex::new(None);
+const MDNS_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+fn mdns_recently_failed() -> bool {
+    MDNS_FAILED_AT
+        .lock()
+        .map(|t| t.is_some_and(|at| at.elapsed() < MDNS_RETRY_AFTER))
+        .unwrap_or(false)
+}
 
 /// Builds one connection with our settings; `mdns` chooses whether remote
 /// `.local` candidates are resolved (we never gather them).
@@ -649,11 +660,13 @@ async fn answer(offer_sdp: String, cfg: RtcConfig) -> Result<Answered, RtcError>
     // hosts cannot open (no multicast-capable interface, a sandbox). Then we
     // answer without it rather than refuse every joiner: raw-IP candidates
     // (MidiEditor's, and browsers' with a routable address) still work.
-    let want_mdns = cfg.resolve_mdns && !MDNS_UNAVAILABLE.load(Ordering::Relaxed);
+    let want_mdns = cfg.resolve_mdns && !mdns_recently_failed();
     let pc = match build_connection(&cfg, dtls_role, &udp_addrs, &core, want_mdns).await {
         Ok(pc) => pc,
         Err(err) if want_mdns => {
-            MDNS_UNAVAILABLE.store(true, Ordering::Relaxed);
+            if let Ok(mut at) = MDNS_FAILED_AT.lock() {
+                *at = Some(Instant::now());
+            }
             warn!("cannot open the mDNS socket ({err}); .local candidates will not be resolved");
             build_connection(&cfg, dtls_role, &udp_addrs, &core, false)
                 .await

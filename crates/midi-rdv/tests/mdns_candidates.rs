@@ -1,0 +1,550 @@
+//! Browser joiners' `<uuid>.local` mDNS ICE candidates, end to end: the real
+//! `midi-rdv host` in one network namespace, headless Chromium
+//! (`tests/interop/chromium_joiner.mjs --mdns-candidates`) in another, the two
+//! joined by a veth pair and nothing else (no ICE servers, never the machine's
+//! own interfaces or the root namespace).
+//!
+//! ```text
+//!  namespace A (host)                      namespace B (Chromium)
+//!  vA 10.77.0.1/24, multicast on           vB 10.77.0.2/24, multicast on
+//!  route 224.0.0.0/4 dev vA                default via 10.77.0.1
+//! ```
+//!
+//! Why the two routes:
+//! - B's default route: with `--mdns-candidates` the joiner grants no
+//!   camera/microphone permission (with it Chromium offers raw IPs even with
+//!   `WebRtcHideLocalIpsWithMdns` on), and then Chromium gathers only on the
+//!   default route's interface. Without a default route it offers nothing.
+//! - A's multicast route: webrtc-rs 0.21.1 opens its mDNS socket with
+//!   `MulticastSocket::new()` (bound to 224.0.0.251:5353, group joined on
+//!   `INADDR_ANY`), and the kernel picks the interface for that join by route
+//!   lookup. With no route to 224.0.0.251 (no default route, no multicast
+//!   route) the join fails with `ENODEV` ("No such device"), the host logs
+//!   `cannot open the mDNS socket ...` once, and from then on answers with mDNS
+//!   disabled: `.local` candidates are dropped and Chromium only connects
+//!   through a peer-reflexive candidate. A default route in A works as well
+//!   as the multicast route (checked by hand).
+//!
+//! What is asserted: Chromium's offer carries only a `.local` host candidate;
+//! the joiner gets `sessionWelcome` first and a pong; the host's ICE agent
+//! logs that its mDNS query for exactly that name was answered with B's
+//! address and the candidate's port, and it never had to add a
+//! peer-reflexive candidate, so the connected pair's remote candidate is the
+//! resolved host candidate. The contrast test runs the host with
+//! `--no-mdns`: the candidate is discarded and the join still succeeds via a
+//! peer-reflexive candidate.
+//!
+//! Evidence comes from the host's own log (`rtc_ice=debug`): the host's
+//! `route` statistic describes the *local* candidate only.
+//!
+//! Needs root (`ip netns`), iproute2, node and `tests/interop/node_modules`
+//! (`bash scripts/setup.sh`); FAILS, never skips, without them. ~3-5 s per
+//! test.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_midi-rdv");
+const HOST_IP: &str = "10.77.0.1";
+const JOINER_IP: &str = "10.77.0.2";
+/// Host start to its `hosting` line.
+const HOST_START: Duration = Duration::from_secs(15);
+/// Joiner start to its `done` line (browser launch included, busy machine).
+const JOIN_WITHIN: Duration = Duration::from_secs(40);
+/// Host log directives: warnings (our own `cannot open the mDNS socket`),
+/// plus the ICE agent's debug lines about mDNS and peer-reflexive candidates.
+const HOST_LOG: &str = "warn,rtc_ice=debug,webrtc=off,rtc=off,rtc_sctp=off,rtc_dtls=off,rtc_datachannel=off,rtc_mdns=off,rtc_srtp=off";
+
+fn interop_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop");
+    d.canonicalize().unwrap_or(d)
+}
+
+/// Fails (never skips) when the test cannot run here, saying why.
+fn preflight() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1).map(str::to_owned));
+    assert_eq!(
+        euid.as_deref(),
+        Some("0"),
+        "mdns_candidates must run as root (it creates network namespaces with `ip netns`); \
+         effective uid is {euid:?}. Run it as root (CI does)."
+    );
+    match Command::new("ip").arg("-V").output() {
+        Ok(o) if o.status.success() => {}
+        other => panic!("cannot run `ip -V` ({other:?}): install iproute2"),
+    }
+    match Command::new("node").arg("--version").output() {
+        Ok(o) if o.status.success() => {}
+        other => panic!("cannot run `node` ({other:?}): run `bash scripts/setup.sh` once"),
+    }
+    let pw = interop_dir().join("node_modules/playwright-core");
+    assert!(
+        pw.exists(),
+        "{} is missing: run `bash scripts/setup.sh` once",
+        pw.display()
+    );
+}
+
+/// Runs `ip args...`; panics with its stderr when it fails.
+fn ip(args: &[&str]) -> String {
+    let o = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("ip {}: {e}", args.join(" ")));
+    assert!(
+        o.status.success(),
+        "ip {} failed ({}): {}",
+        args.join(" "),
+        o.status,
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// Namespaces A and B joined by a veth pair created inside them (the pair
+/// never exists in the root namespace). Drop kills whatever still runs in
+/// them and deletes both, which also removes the veth pair.
+struct TwoNamespaces {
+    a: String,
+    b: String,
+}
+
+impl TwoNamespaces {
+    fn new() -> TwoNamespaces {
+        preflight();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let (a, b) = (format!("mdnsA-{pid}-{n}"), format!("mdnsB-{pid}-{n}"));
+        for ns in [&a, &b] {
+            // A leftover of an earlier run with the same pid.
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+        // The guard exists before the first namespace does, so a failure in
+        // the middle of the setup still removes everything.
+        let ns = TwoNamespaces { a, b };
+        let (a, b) = (ns.a.as_str(), ns.b.as_str());
+        ip(&["netns", "add", a]);
+        ip(&["netns", "add", b]);
+        ip(&[
+            "-n", a, "link", "add", "vA", "type", "veth", "peer", "name", "vB", "netns", b,
+        ]);
+        ip(&[
+            "-n",
+            a,
+            "addr",
+            "add",
+            &format!("{HOST_IP}/24"),
+            "dev",
+            "vA",
+        ]);
+        ip(&[
+            "-n",
+            b,
+            "addr",
+            "add",
+            &format!("{JOINER_IP}/24"),
+            "dev",
+            "vB",
+        ]);
+        for (n, dev) in [(a, "vA"), (b, "vB")] {
+            ip(&["-n", n, "link", "set", "lo", "up"]);
+            ip(&["-n", n, "link", "set", dev, "multicast", "on", "up"]);
+        }
+        // See the module docs for why each route is needed.
+        ip(&["-n", a, "route", "add", "224.0.0.0/4", "dev", "vA"]);
+        ip(&["-n", b, "route", "add", "default", "via", HOST_IP]);
+        ns
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        [&self.a, &self.b]
+            .iter()
+            .flat_map(|ns| {
+                Command::new("ip")
+                    .args(["netns", "pids", ns])
+                    .stderr(Stdio::null())
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect()
+    }
+
+    /// `program args...` inside namespace `ns`, no `MIDI_RDV_*` inherited.
+    fn command(ns: &str, program: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("MIDI_RDV_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd
+    }
+}
+
+impl Drop for TwoNamespaces {
+    fn drop(&mut self) {
+        for p in self.pids() {
+            signal(p, "TERM");
+        }
+        let until = Instant::now() + Duration::from_secs(2);
+        while !self.pids().is_empty() && Instant::now() < until {
+            thread::sleep(Duration::from_millis(50));
+        }
+        for p in self.pids() {
+            signal(p, "KILL");
+        }
+        for ns in [&self.a, &self.b] {
+            let ok = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok && Path::new("/run/netns").join(ns).exists() {
+                eprintln!("mdns_candidates: could not delete namespace {ns}");
+            }
+        }
+    }
+}
+
+/// A child whose stdout is JSON lines and whose stderr is kept. Killed on
+/// drop (TERM, then KILL): the Chromium joiner closes its browser on TERM.
+struct Proc {
+    label: &'static str,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<Value>,
+    seen: Vec<Value>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn spawn(label: &'static str, mut cmd: Command, keep_stdin: bool) -> Proc {
+        if keep_stdin {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("{label}: cannot spawn: {e}"));
+        let stdin = child.stdin.take();
+        let out = child.stdout.take().expect("piped stdout");
+        let err = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let v = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+                if s.len() < 8 << 20 {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        });
+        Proc {
+            label,
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+            stderr,
+        }
+    }
+
+    /// Waits for the first stdout line matching `pred`.
+    fn wait_for(&mut self, within: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return Some(v.clone());
+        }
+        let until = Instant::now() + within;
+        loop {
+            let left = until.checked_duration_since(Instant::now())?;
+            let v = self.lines.recv_timeout(left).ok()?;
+            self.seen.push(v.clone());
+            if pred(&v) {
+                return Some(v);
+            }
+        }
+    }
+
+    fn event(&self, name: &str) -> Option<&Value> {
+        self.seen.iter().find(|v| v["event"] == name)
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn diag(&mut self) -> String {
+        while let Ok(v) = self.lines.try_recv() {
+            self.seen.push(v);
+        }
+        let out: Vec<String> = self.seen.iter().map(Value::to_string).collect();
+        let err = self.stderr();
+        let tail: Vec<&str> = err.lines().rev().take(60).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "--- {0} stdout:\n{1}\n--- {0} stderr (last 60 lines):\n{2}\n---",
+            self.label,
+            out.join("\n"),
+            tail.join("\n")
+        )
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.write_all(b"quit\n");
+        }
+        if matches!(self.child.try_wait(), Ok(None)) {
+            signal(self.child.id(), "TERM");
+            let until = Instant::now() + Duration::from_secs(3);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < until {
+                thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// What one join showed.
+struct Join {
+    /// The `.local` name and port of Chromium's offered UDP host candidate.
+    name: String,
+    port: u16,
+    host_log: String,
+}
+
+/// Starts the host in A (mDNS resolution on unless `no_mdns`), joins it with
+/// Chromium in B offering `.local` candidates, and checks the join itself:
+/// the offer's candidates, `sessionWelcome` first, the pong.
+fn join_with_mdns_candidates(no_mdns: bool) -> Join {
+    let ns = TwoNamespaces::new();
+    let mut args = vec![
+        "host",
+        "--bind",
+        HOST_IP,
+        "--port",
+        "0",
+        "--ice-bind",
+        HOST_IP,
+        "--json",
+        "--log-level",
+        HOST_LOG,
+    ];
+    if no_mdns {
+        args.push("--no-mdns");
+    }
+    let mut host = Proc::spawn(
+        "host",
+        TwoNamespaces::command(&ns.a, Path::new(BIN), &args),
+        true,
+    );
+    let Some(hosting) = host.wait_for(HOST_START, |v| v["event"] == "hosting") else {
+        panic!("the host printed no hosting line\n{}", host.diag());
+    };
+    let code = hosting["code"].as_str().expect("code").to_owned();
+    let url = hosting["urls"][0].as_str().expect("url").to_owned();
+    assert!(url.contains(HOST_IP), "share URL {url} is not on {HOST_IP}");
+
+    let script = interop_dir().join("chromium_joiner.mjs");
+    let script = script.to_str().expect("utf-8 path");
+    let node = Path::new("node");
+    let mut joiner = Proc::spawn(
+        "chromium joiner",
+        TwoNamespaces::command(
+            &ns.b,
+            node,
+            &[
+                script,
+                "--url",
+                &url,
+                "--code",
+                &code,
+                "--mdns-candidates",
+                "--expect-first",
+                "sessionWelcome",
+                "--exit-on",
+                "sessionWelcome",
+                "--ping",
+                "--stay",
+                "10",
+            ],
+        ),
+        false,
+    );
+    let done = joiner.wait_for(JOIN_WITHIN, |v| v["event"] == "done");
+    let ctx = |h: &mut Proc, j: &mut Proc| format!("{}\n{}", j.diag(), h.diag());
+    let Some(done) = done else {
+        panic!(
+            "the joiner did not finish within {JOIN_WITHIN:?}\n{}",
+            ctx(&mut host, &mut joiner)
+        );
+    };
+
+    // The offer: Chromium hid its address behind a `.local` name.
+    let offer = joiner.event("offer").cloned().unwrap_or(Value::Null);
+    let candidates: Vec<String> = offer["candidates"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let udp_host: Vec<(String, u16)> = candidates
+        .iter()
+        .filter_map(|c| {
+            // candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type> ...
+            let f: Vec<&str> = c.split_whitespace().collect();
+            (f.len() >= 8 && f[2].eq_ignore_ascii_case("udp") && f[7] == "host")
+                .then(|| (f[4].to_owned(), f[5].parse().unwrap_or(0)))
+        })
+        .collect();
+    assert!(
+        !udp_host.is_empty() && udp_host.iter().all(|(a, _)| a.ends_with(".local")),
+        "Chromium's offer should carry only <uuid>.local UDP host candidates, got {candidates:?}\n{}",
+        ctx(&mut host, &mut joiner)
+    );
+    assert!(
+        candidates.iter().all(|c| !c.contains(JOINER_IP)),
+        "Chromium's offer leaks its raw address: {candidates:?}"
+    );
+    let (name, port) = udp_host[0].clone();
+
+    // The join: welcome first, then the pong.
+    assert_eq!(
+        done["code"],
+        0,
+        "the joiner failed\n{}",
+        ctx(&mut host, &mut joiner)
+    );
+    assert_eq!(done["first_type"], "sessionWelcome");
+    assert_eq!(done["pong"], true);
+
+    // Give the host's log a moment to catch up with the joiner's exit.
+    thread::sleep(Duration::from_millis(200));
+    let host_log = host.stderr();
+    drop(joiner);
+    drop(host);
+    drop(ns);
+    Join {
+        name,
+        port,
+        host_log,
+    }
+}
+
+/// With resolution on (the default), the host resolves Chromium's `.local`
+/// candidate by mDNS and connects to the resolved host candidate; no
+/// peer-reflexive candidate is needed.
+#[test]
+fn chromium_local_candidate_is_resolved_by_mdns() {
+    let j = join_with_mdns_candidates(false);
+    let log = &j.host_log;
+    assert!(
+        !log.contains("cannot open the mDNS socket"),
+        "the host could not open its mDNS socket, so nothing was resolved:\n{log}"
+    );
+    assert!(
+        !log.contains("mDNS is disabled"),
+        "the host dropped the .local candidate as if mDNS were off:\n{log}"
+    );
+    // rtc-ice: "mDNS query id N answered Candidate udp4 host <name>:<port>
+    // with resolved_addr <ip>:<port> is added into remote candidates"
+    let resolved = format!(
+        "{}:{} with resolved_addr {JOINER_IP}:{}",
+        j.name, j.port, j.port
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("mDNS query id") && l.contains(&resolved)),
+        "no log line shows {} resolved to {JOINER_IP}:{} (looked for {resolved:?}):\n{log}",
+        j.name,
+        j.port
+    );
+    assert!(
+        !log.contains("adding a new peer-reflexive candidate"),
+        "the host still had to add a peer-reflexive candidate, so the pair may not use \
+         the resolved candidate:\n{log}"
+    );
+}
+
+/// Contrast: with `--no-mdns` the `.local` candidate is discarded, and the
+/// join still works because Chromium's checks make the host learn its address
+/// as a peer-reflexive candidate.
+#[test]
+fn chromium_local_candidate_without_resolution_connects_peer_reflexive() {
+    let j = join_with_mdns_candidates(true);
+    let log = &j.host_log;
+    assert!(
+        log.lines()
+            .any(|l| l.contains("mDNS is disabled") && l.contains(&j.name)),
+        "expected the host to discard {} (\"remote mDNS candidate added, but mDNS is \
+         disabled\"):\n{log}",
+        j.name
+    );
+    assert!(
+        !log.contains("mDNS query id"),
+        "--no-mdns still resolved a .local candidate:\n{log}"
+    );
+    let prflx = format!(
+        "adding a new peer-reflexive candidate: {JOINER_IP}:{}",
+        j.port
+    );
+    assert!(
+        log.contains(&prflx),
+        "expected {prflx:?} in the host's log:\n{log}"
+    );
+}

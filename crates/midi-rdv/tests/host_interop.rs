@@ -1266,3 +1266,76 @@ fn host_keeps_hosting_when_its_stdin_is_at_end_of_file() {
     );
     eprintln!("stdin at EOF: test took {}", elapsed(t0));
 }
+
+#[test]
+fn with_the_default_cap_of_8_a_ninth_joiner_is_refused_and_the_eight_stay() {
+    let t0 = Instant::now();
+    let ns = Netns::new();
+    // Default --max-peers: 8 on the host and 8 slots on the bundled rendezvous.
+    let mut host = start_host(&ns, &[]);
+    let mut eight = Vec::new();
+    for k in 0..8 {
+        let mid = machine_id();
+        let label = format!("member {}", k + 1);
+        let j = joiner(
+            &ns,
+            Stack::Aiortc,
+            &label,
+            &host.url,
+            &host.code,
+            &[
+                "--machine-id",
+                &mid,
+                "--expect-first",
+                "sessionWelcome",
+                "--stay",
+                "25",
+            ],
+        );
+        eight.push((j, mid));
+    }
+    let mut ids = Vec::new();
+    for (_, mid) in &eight {
+        ids.push(wait_connected(&mut host.p, mid, Duration::from_secs(40)).1);
+    }
+
+    // The ninth is refused at the rendezvous with the protocol's 503, which
+    // MidiEditor shows as "session is full"; it never reaches the host.
+    let mut ninth = joiner(
+        &ns,
+        Stack::Aiortc,
+        "ninth joiner",
+        &host.url,
+        &host.code,
+        &["--machine-id", &machine_id(), "--stay", "5"],
+    );
+    assert_exit(&mut ninth, &mut host.p, JOIN_WITHIN, 3);
+    let d = ninth.diag();
+    let err = ninth
+        .seen
+        .iter()
+        .find(|v| event(v) == "error")
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(err["stage"], "offer", "{d}");
+    assert_eq!(err["status"], 503, "{d}");
+    assert!(
+        err["body"]
+            .as_str()
+            .unwrap_or("")
+            .contains("session is full (8 peers)"),
+        "{d}"
+    );
+    // All eight are still in the jam.
+    for id in &ids {
+        assert!(
+            host_peer_line(&mut host.p, "peerLeft", id).is_none(),
+            "member {id} left when the ninth was refused\n{}",
+            host.p.diag()
+        );
+    }
+    for (j, _) in &mut eight {
+        assert!(j.is_running(), "{}", j.diag());
+    }
+    eprintln!("ninth joiner: test took {}", elapsed(t0));
+}

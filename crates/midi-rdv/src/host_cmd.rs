@@ -42,6 +42,20 @@ pub struct HostArgs {
     /// Do not resolve joiners' `.local` (mDNS) candidates.
     #[arg(long, env = "MIDI_RDV_NO_MDNS")]
     pub no_mdns: bool,
+    /// Advertise the jam over mDNS on this interface only (repeatable).
+    /// Default: the physical LAN interfaces (no loopback, VPN or virtual adapters).
+    #[arg(
+        long = "advertise-on",
+        env = "MIDI_RDV_ADVERTISE_ON",
+        value_delimiter = ','
+    )]
+    pub advertise_on: Vec<String>,
+    /// Do not advertise the jam on the LAN (mDNS).
+    #[arg(long, env = "MIDI_RDV_NO_ADVERTISE")]
+    pub no_advertise: bool,
+    /// Open jam: publish the code in the LAN advertisement, so LAN joiners need not type it.
+    #[arg(long, env = "MIDI_RDV_OPEN")]
+    pub open: bool,
     /// Write one JSON object per line for each event instead of text.
     #[arg(long)]
     pub json: bool,
@@ -156,12 +170,60 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         }
     };
     let json = args.json;
+    // The first event names the code, which an open jam advertises.
+    let code = match events.recv().await {
+        Ok(e) => {
+            print(json, &e);
+            match e {
+                HostEvent::Hosting { code, .. } => Some(code),
+                _ => None,
+            }
+        }
+        Err(_) => None,
+    };
+    let max_peers = usize::try_from(args.max_peers).unwrap_or(8);
+    let mut advertiser = match (&server, args.no_advertise) {
+        (Some(server), false) => {
+            let cfg = lan::AdvertiseConfig {
+                interfaces: if args.advertise_on.is_empty() {
+                    lan::InterfaceChoice::DefaultLan
+                } else {
+                    lan::InterfaceChoice::Named(args.advertise_on.clone())
+                },
+                port: server.addr.port(),
+                base_path: "/".into(),
+                name: args.name.clone(),
+                code: if args.open { code.clone() } else { None },
+                peers: (0, max_peers),
+            };
+            match tokio::task::spawn_blocking(move || lan::Advertiser::start(cfg)).await {
+                Ok(Ok(a)) => Some(a),
+                Ok(Err(e)) => {
+                    // Hosting goes on: joiners can still type the address.
+                    print(
+                        json,
+                        &HostEvent::Error {
+                            message: format!("not advertised on the LAN: {e}"),
+                        },
+                    );
+                    None
+                }
+                Err(_) => None,
+            }
+        }
+        _ => None,
+    };
+    let open = args.open;
     let printer = tokio::spawn(async move {
+        let mut connected = std::collections::HashSet::new();
         loop {
             match events.recv().await {
                 Ok(e) => {
                     let stop = e == HostEvent::Stopped;
                     print(json, &e);
+                    if let Some(a) = advertiser.as_mut() {
+                        update_advert(a, &e, &mut connected, max_peers, open);
+                    }
                     if stop {
                         break;
                     }
@@ -176,6 +238,10 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
                 }
                 Err(_) => break,
             }
+        }
+        if let Some(a) = advertiser {
+            // Goodbye packets, so LAN browsers drop the jam at once.
+            let _ = tokio::task::spawn_blocking(move || a.stop()).await;
         }
     });
     // Commands on stdin, one per line: `kick <peer id> [reason]`,
@@ -231,6 +297,31 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
             .map_err(|e| format!("rendezvous error: {e}"))?;
     }
     Ok(())
+}
+
+/// Keeps the LAN advertisement's peer count (and an open jam's code) current.
+fn update_advert(
+    a: &mut lan::Advertiser,
+    e: &HostEvent,
+    connected: &mut std::collections::HashSet<u64>,
+    max_peers: usize,
+    open: bool,
+) {
+    use jam::registry::RegistryEvent;
+    match e {
+        HostEvent::Peer(RegistryEvent::Connected { peer }) => {
+            connected.insert(peer.id.0);
+        }
+        HostEvent::Peer(RegistryEvent::Left { peer, .. }) => {
+            connected.remove(&peer.id.0);
+        }
+        HostEvent::Hosting { code, .. } if open => {
+            let _ = a.set_open_code(Some(code.clone()));
+            return;
+        }
+        _ => return,
+    }
+    let _ = a.set_peers(connected.len(), max_peers);
 }
 
 /// A line typed on stdin while hosting.

@@ -333,29 +333,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// A small seeded generator, so the fuzz-ish tests are reproducible
-    /// without a proptest dependency.
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        fn below(&mut self, n: usize) -> usize {
-            if n == 0 {
-                0
-            } else {
-                (self.next() % n as u64) as usize
-            }
-        }
-        fn bytes(&mut self, n: usize) -> Vec<u8> {
-            (0..n).map(|_| self.next() as u8).collect()
-        }
-    }
+    use crate::test_rng::XorShift;
 
     fn drain(d: &mut FrameDecoder) -> Result<Vec<Vec<u8>>, FrameError> {
         let mut out = Vec::new();

@@ -194,15 +194,15 @@ impl Host {
         let engine = Engine {
             jam,
             joiner_ids: HashMap::new(),
-            signaller: signaller.clone(),
-            session: session_rx.clone(),
+            signaller,
+            session: session_rx,
             registry,
             links: HashMap::new(),
             events: events.clone(),
             cmd: cmd_tx.clone(),
             origin: Instant::now(),
         };
-        let task = tokio::spawn(engine.run(cmd_rx, signalling, signaller, session_rx));
+        let task = tokio::spawn(engine.run(cmd_rx, signalling));
         Ok((
             Host {
                 cmd: cmd_tx,
@@ -383,6 +383,27 @@ async fn backoff(failures: u32) {
     tokio::time::sleep(Duration::from_secs(secs)).await;
 }
 
+/// Builds the answer for one offer and posts it; on failure the reason, in
+/// words for the event stream (and no connection left open).
+async fn answer_and_post(
+    offer: &crate::signal::Offer,
+    rtc_cfg: &RtcConfig,
+    signaller: &Signaller,
+    session: &HostSession,
+) -> Result<rtc::Answered, String> {
+    let answered = rtc::answer_offer(&offer.sdp, rtc_cfg)
+        .await
+        .map_err(|e| format!("could not answer a joiner: {e}"))?;
+    if let Err(e) = signaller
+        .answer(session, &offer.joiner_id, answered.answer_sdp.clone())
+        .await
+    {
+        answered.link.close().await;
+        return Err(format!("could not post an answer: {e}"));
+    }
+    Ok(answered)
+}
+
 async fn answer_one(
     peer: PeerId,
     offer: crate::signal::Offer,
@@ -392,31 +413,13 @@ async fn answer_one(
     cmd: &mpsc::Sender<Cmd>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let answered = match rtc::answer_offer(&offer.sdp, rtc_cfg).await {
+    let answered = match answer_and_post(&offer, rtc_cfg, signaller, session).await {
         Ok(a) => a,
-        Err(e) => {
-            let _ = cmd
-                .send(Cmd::AnswerFailed {
-                    peer,
-                    why: format!("could not answer a joiner: {e}"),
-                })
-                .await;
+        Err(why) => {
+            let _ = cmd.send(Cmd::AnswerFailed { peer, why }).await;
             return;
         }
     };
-    if let Err(e) = signaller
-        .answer(session, &offer.joiner_id, answered.answer_sdp)
-        .await
-    {
-        answered.link.close().await;
-        let _ = cmd
-            .send(Cmd::AnswerFailed {
-                peer,
-                why: format!("could not post an answer: {e}"),
-            })
-            .await;
-        return;
-    }
     // Answering is done: the slot goes to the next joiner, while this task
     // lives on as the link's forwarder.
     drop(permit);
@@ -466,13 +469,7 @@ impl Engine {
         Millis(u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
-    async fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Cmd>,
-        signalling: JoinHandle<()>,
-        signaller: Signaller,
-        session: tokio::sync::watch::Receiver<HostSession>,
-    ) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, signalling: JoinHandle<()>) {
         let mut tick = tokio::time::interval(TICK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stats = tokio::time::interval(STATS_EVERY);
@@ -492,8 +489,8 @@ impl Engine {
             }
         };
         signalling.abort();
-        let s = session.borrow().clone();
-        signaller.close(&s).await;
+        let s = self.session.borrow().clone();
+        self.signaller.close(&s).await;
         self.farewell().await;
         let _ = self.events.send(HostEvent::Stopped);
         if let Some(done) = done {
@@ -711,8 +708,5 @@ impl Engine {
 }
 
 fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))
-        .unwrap_or(0)
+    rdv::Clock::wall_ms(&rdv::SystemClock::new())
 }

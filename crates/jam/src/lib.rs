@@ -16,3 +16,5 @@ pub mod protocol;
 pub mod registry;
 pub mod rtc;
 pub mod signal;
+#[cfg(test)]
+mod test_rng;

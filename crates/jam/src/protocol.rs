@@ -1636,20 +1636,7 @@ mod tests {
         assert!(j.peer(PeerId(1)).is_some());
     }
 
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n.max(1)
-        }
-    }
+    use crate::test_rng::XorShift;
 
     #[test]
     fn random_traffic_never_panics_and_keeps_every_rule() {
@@ -1664,8 +1651,8 @@ mod tests {
         // channel, and whether it was closed by us.
         let mut welcomed = std::collections::HashSet::new();
         for step in 0..20_000 {
-            now += rng.below(3000);
-            let peer = PeerId(rng.below(8));
+            now += rng.below(3000) as u64;
+            let peer = PeerId(rng.below(8) as u64);
             let actions = match rng.below(10) {
                 0 => j.channel_opened(t(now), peer, ClientKind::Unknown),
                 1 => j.channel_closed(t(now), peer),
@@ -1675,7 +1662,7 @@ mod tests {
                 5 => j.frame_received(t(now), peer, &chat("hi")),
                 6 => j.frame_received(t(now), peer, &encode(framing::PING)),
                 7 => {
-                    let n = rng.below(40) as usize;
+                    let n = rng.below(40);
                     let junk: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
                     j.frame_received(t(now), peer, &junk)
                 }

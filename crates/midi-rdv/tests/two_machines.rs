@@ -1,8 +1,14 @@
-//! Browser joiners' `<uuid>.local` mDNS ICE candidates, end to end: the real
-//! `midi-rdv host` in one network namespace, headless Chromium
-//! (`tests/interop/chromium_joiner.mjs --mdns-candidates`) in another, the two
-//! joined by a veth pair and nothing else (no ICE servers, never the machine's
-//! own interfaces or the root namespace).
+//! Two "machines" on a LAN: network namespaces A (the host) and B (a joiner
+//! or an mDNS browser) joined by a veth pair and nothing else (no ICE
+//! servers, never the machine's own interfaces or the root namespace). Two
+//! topics use this setup:
+//!
+//! 1. `midi-rdv host` advertises its jam over mDNS: python zeroconf in B sees
+//!    it with the protocol's TXT keys, follows the peer count as a joiner from
+//!    B connects, and sees it go when the host stops.
+//! 2. Browser joiners' `<uuid>.local` mDNS ICE candidates, end to end: the
+//!    real `midi-rdv host` in A, headless Chromium
+//!    (`tests/interop/chromium_joiner.mjs --mdns-candidates`) in B.
 //!
 //! ```text
 //!  namespace A (host)                      namespace B (Chromium)
@@ -78,7 +84,7 @@ fn preflight() {
     assert_eq!(
         euid.as_deref(),
         Some("0"),
-        "mdns_candidates must run as root (it creates network namespaces with `ip netns`); \
+        "these tests must run as root (it creates network namespaces with `ip netns`); \
          effective uid is {euid:?}. Run it as root (CI does)."
     );
     match Command::new("ip").arg("-V").output() {
@@ -237,7 +243,7 @@ impl Drop for TwoNamespaces {
                 .status()
                 .is_ok_and(|s| s.success());
             if !ok && Path::new("/run/netns").join(ns).exists() {
-                eprintln!("mdns_candidates: could not delete namespace {ns}");
+                eprintln!("two_machines: could not delete namespace {ns}");
             }
         }
     }
@@ -546,5 +552,151 @@ fn chromium_local_candidate_without_resolution_connects_peer_reflexive() {
     assert!(
         log.contains(&prflx),
         "expected {prflx:?} in the host's log:\n{log}"
+    );
+}
+
+#[test]
+fn the_hosted_jam_is_advertised_followed_and_withdrawn_on_the_lan() {
+    let python = interop_dir().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash scripts/setup.sh` once",
+        python.display()
+    );
+    let ns = TwoNamespaces::new();
+    let t0 = Instant::now();
+    let probe = interop_dir().join("zeroconf_probe.py");
+    let probe = probe.to_str().expect("utf-8 path");
+    // stdin kept open: the probe browses until its stdin closes.
+    let mut browser = Proc::spawn(
+        "zeroconf browser",
+        TwoNamespaces::command(&ns.b, &python, &["-u", probe, "browse", "--ip", JOINER_IP]),
+        true,
+    );
+    if browser
+        .wait_for(HOST_START, |v| v["ev"] == "browsing")
+        .is_none()
+    {
+        panic!("the browser did not start\n{}", browser.diag());
+    }
+
+    let args = [
+        "host",
+        "--bind",
+        HOST_IP,
+        "--port",
+        "0",
+        "--ice-bind",
+        HOST_IP,
+        "--no-mdns",
+        "--json",
+        "--name",
+        "Ada's jam",
+        "--advertise-on",
+        "vA",
+        "--open",
+    ];
+    let mut host = Proc::spawn(
+        "host",
+        TwoNamespaces::command(&ns.a, Path::new(BIN), &args),
+        true,
+    );
+    let Some(hosting) = host.wait_for(HOST_START, |v| v["event"] == "hosting") else {
+        panic!("the host printed no hosting line\n{}", host.diag());
+    };
+    let code = hosting["code"].as_str().expect("code").to_owned();
+    let url = hosting["urls"][0].as_str().expect("url").to_owned();
+    let started = Instant::now();
+
+    // Found on the other machine with exactly the protocol's TXT keys, and
+    // the code, since this is an open jam.
+    let Some(added) = browser.wait_for(Duration::from_secs(10), |v| {
+        v["ev"] == "added" && v["txt"]["name"] == "Ada's jam"
+    }) else {
+        panic!(
+            "the advertisement was not seen\n{}\n{}",
+            browser.diag(),
+            host.diag()
+        );
+    };
+    eprintln!("advertisement seen {:?} after hosting", started.elapsed());
+    let txt = &added["txt"];
+    assert_eq!(txt["v"], "3");
+    assert_eq!(txt["proto"], "joiner-initiated-multi-peer");
+    assert_eq!(txt["path"], "/");
+    assert_eq!(txt["peers"], "0/8");
+    assert_eq!(txt["code"], code.as_str());
+    assert_eq!(txt.as_object().map(|o| o.len()), Some(6), "{txt}");
+    assert_eq!(added["addresses"][0], HOST_IP);
+    assert_eq!(url, format!("http://{HOST_IP}:{}", added["port"]));
+
+    // A joiner on the other machine, using what the advertisement says.
+    let joiner_script = interop_dir().join("aiortc_joiner.py");
+    let joiner_script = joiner_script.to_str().expect("utf-8 path");
+    let mut joiner = Proc::spawn(
+        "aiortc joiner",
+        TwoNamespaces::command(
+            &ns.b,
+            &python,
+            &[
+                "-u",
+                joiner_script,
+                "--url",
+                &url,
+                "--code",
+                txt["code"].as_str().expect("code in TXT"),
+                "--expect-first",
+                "sessionWelcome",
+                "--stay",
+                "20",
+            ],
+        ),
+        false,
+    );
+    if joiner
+        .wait_for(JOIN_WITHIN, |v| {
+            v["event"] == "frame" && v["type"] == "sessionWelcome"
+        })
+        .is_none()
+    {
+        panic!(
+            "the joiner was not welcomed\n{}\n{}",
+            joiner.diag(),
+            host.diag()
+        );
+    }
+    assert!(host
+        .wait_for(Duration::from_secs(5), |v| v["event"] == "peerConnected")
+        .is_some());
+    // The peer count follows (TXT changes go out at most every 3 s).
+    if browser
+        .wait_for(Duration::from_secs(10), |v| {
+            v["ev"] == "updated" && v["txt"]["peers"] == "1/8"
+        })
+        .is_none()
+    {
+        panic!("peers=1/8 not seen\n{}", browser.diag());
+    }
+
+    // Stopping the host withdraws the advertisement (goodbye packets).
+    signal(host.child.id(), "TERM");
+    assert!(
+        host.wait_for(Duration::from_secs(10), |v| v["event"] == "stopped")
+            .is_some(),
+        "{}",
+        host.diag()
+    );
+    let stopped = Instant::now();
+    assert!(
+        browser
+            .wait_for(Duration::from_secs(5), |v| v["ev"] == "removed")
+            .is_some(),
+        "{}",
+        browser.diag()
+    );
+    eprintln!(
+        "withdrawn {:?} after the host stopped; whole test {:?}",
+        stopped.elapsed(),
+        t0.elapsed()
     );
 }

@@ -7,11 +7,16 @@
 //! - [`rtc`]: webrtc-rs glue: answer one offer with one PeerConnection.
 //! - [`signal`]: reaching the rendezvous, in process or over HTTP.
 //! - [`host`]: ties them together into a running host.
+//! - [`offer`]: the joiner's side of WebRTC (the connection test's offerer).
+//! - [`check`]: "Test connection": rendezvous health, a WebRTC loopback
+//!   through it, and STUN/TURN server checks.
 
+pub mod check;
 pub mod framing;
 pub mod host;
 pub mod ice;
 pub mod net;
+pub mod offer;
 pub mod protocol;
 pub mod registry;
 pub mod rtc;

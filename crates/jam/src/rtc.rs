@@ -771,7 +771,7 @@ fn answering_dtls_role(offer_setup: Option<&str>) -> RTCDtlsRole {
 /// interfaces ourselves rather than binding a wildcard, because webrtc-rs
 /// binds the bare wildcard when it finds no usable interface, and a `0.0.0.0`
 /// or `::` candidate in an answer is useless to the joiner.
-fn bind_addrs(bind_ips: &[IpAddr]) -> Result<Vec<SocketAddr>, RtcError> {
+pub(crate) fn bind_addrs(bind_ips: &[IpAddr]) -> Result<Vec<SocketAddr>, RtcError> {
     let mut ips: Vec<IpAddr> = Vec::new();
     if bind_ips.is_empty() {
         let interfaces = ::rtc::shared::ifaces::ifaces()

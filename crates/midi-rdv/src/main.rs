@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod check_cmd;
 mod host_cmd;
 use rdv::guard::GuardLimits;
 use rdv::table::TableLimits;
@@ -31,6 +32,12 @@ enum Command {
     Serve(ServeArgs),
     /// Host a jam: the bundled rendezvous plus the WebRTC host peer, until SIGINT or SIGTERM.
     Host(host_cmd::HostArgs),
+    /// Test a rendezvous, a WebRTC connection through it, and STUN/TURN servers.
+    ///
+    /// MidiEditor's "Test connection" from a terminal. Exit status 0 when the
+    /// verdict is Good or Acceptable and every listed STUN/TURN server works,
+    /// 1 otherwise (see docs/connection-test.md).
+    Check(check_cmd::CheckArgs),
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -235,6 +242,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(run_serve(args)),
         Command::Host(args) => runtime.block_on(host_cmd::run(args)),
+        Command::Check(args) => return runtime.block_on(check_cmd::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

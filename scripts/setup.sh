@@ -16,9 +16,16 @@ fi
 # build scripts), and iproute2 for the namespaces the run script can use.
 # The interop joiners (tests/interop) need Debian's Chromium, driven by the
 # playwright-core package (which never downloads a browser), and a Python
-# venv for aiortc.
+# venv for aiortc. coturn is the TURN/STUN server the connection-test tests
+# (crates/jam/tests/check.rs) start on loopback.
+# The desktop app (src-tauri) builds against WebKitGTK and GTK, lists MIDI
+# ports through ALSA's library, and its UI tests run it under Xvfb behind
+# Debian's WebKitWebDriver.
 PKGS=(build-essential pkg-config curl ca-certificates iproute2 procps
-  chromium python3-venv)
+  chromium python3-venv coturn
+  libwebkit2gtk-4.1-dev libgtk-3-dev libsoup-3.0-dev librsvg2-dev
+  libayatana-appindicator3-dev libxdo-dev libasound2-dev
+  xvfb xauth webkit2gtk-driver)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -43,6 +50,13 @@ for c in rustfmt clippy; do
     rustup component add "$c" >/dev/null 2>&1 || true
   fi
 done
+
+# tauri-driver puts WebDriver in front of WebKitWebDriver for the UI tests
+# (src-tauri/tests); 2.1.0 is the version known to work with Tauri 2.
+if ! tauri-driver --help >/dev/null 2>&1 && ! "$HOME/.cargo/bin/tauri-driver" --help >/dev/null 2>&1; then
+  echo "setup: cargo install tauri-driver 2.1.0"
+  cargo install tauri-driver --version 2.1.0 --locked --quiet
+fi
 
 # Interop joiners (tests/interop): npm packages and a Python venv with aiortc.
 # Each step is skipped when its lock file has not changed since it last ran.

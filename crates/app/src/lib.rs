@@ -1,0 +1,15 @@
+//! The desktop app's engine, free of any GUI so it can be tested with
+//! `cargo test` and driven by the Tauri shell through commands and events.
+//!
+//! - [`settings`]: the one settings struct, its per-field defaults, lenient
+//!   loading of old or hand-edited files, validation, and the STUN/TURN list
+//!   in MidiEditor's one-URI-per-line syntax.
+//! - [`midieditor`]: writing the rendezvous URL and ICE list into MidiEditor
+//!   AI's own settings, keeping every other key, after a backup.
+//! - [`session`]: the running jam (bundled rendezvous, host, LAN advert), its
+//!   state snapshot and events for the front end.
+
+pub mod midi_ports;
+pub mod midieditor;
+pub mod session;
+pub mod settings;

@@ -1,0 +1,861 @@
+//! The real app under Xvfb, driven by WebDriver (`tauri-driver` in front of
+//! Debian's `WebKitWebDriver`), each test in its own pair of network
+//! namespaces with its own config folder.
+//!
+//! Layout of one test: namespace A ("the musician's computer") runs Xvfb's
+//! clients, `tauri-driver`, and the app; namespace B ("a friend's laptop")
+//! runs the aiortc joiner from `tests/interop`. They are joined by a veth
+//! pair (10.78.n.1 <-> 10.78.n.2), so the app's default "listen and gather
+//! everywhere" is exercised on an interface that exists only inside the
+//! test. The test thread itself enters namespace A (`setns`), so its
+//! WebDriver requests to 127.0.0.1 and every process it starts stay there.
+//!
+//! Screenshots of the host screen and the settings pane are written to
+//! `target/ui-screenshots/`. Needs root, Xvfb, tauri-driver and
+//! webkit2gtk-driver: `bash scripts/setup.sh` installs them.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const APP: &str = env!("CARGO_BIN_EXE_midi-jam");
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// One WebKit at a time: two cores do not run two apps and their joiners
+/// well, and the timeouts below assume a quiet machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+fn screenshot_dir() -> PathBuf {
+    let d = repo().join("target/ui-screenshots");
+    std::fs::create_dir_all(&d).expect("screenshot dir");
+    d
+}
+
+fn preflight() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1).map(str::to_owned));
+    assert_eq!(
+        euid.as_deref(),
+        Some("0"),
+        "the desktop UI tests must run as root (they create network namespaces)"
+    );
+    for (bin, pkg) in [
+        ("Xvfb", "xvfb"),
+        ("WebKitWebDriver", "webkit2gtk-driver"),
+        (
+            "tauri-driver",
+            "`cargo install tauri-driver --version 2.1.0 --locked`",
+        ),
+    ] {
+        assert!(
+            which(bin).is_some(),
+            "{bin} not found: install {pkg} (bash scripts/setup.sh does)"
+        );
+    }
+    let py = repo().join("tests/interop/.venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} missing: run bash scripts/setup.sh",
+        py.display()
+    );
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> =
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(Path::new(&home).join(".cargo/bin"));
+    }
+    dirs.into_iter().map(|d| d.join(bin)).find(|p| p.is_file())
+}
+
+fn ip(args: &[&str]) {
+    let o = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("ip {}: {e}", args.join(" ")));
+    assert!(
+        o.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
+}
+
+/// Everything one test runs, torn down on drop (also when it fails).
+struct Rig {
+    n: usize,
+    ns_a: String,
+    ns_b: String,
+    dir: PathBuf,
+    display: String,
+    xvfb: Option<Child>,
+    driver: Option<Child>,
+    driver_port: u16,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        preflight();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) + (std::process::id() as usize % 50) * 4;
+        let pid = std::process::id();
+        let (ns_a, ns_b) = (format!("uiA-{pid}-{n}"), format!("uiB-{pid}-{n}"));
+        let dir = std::env::temp_dir().join(format!("midi-jam-ui-{pid}-{n}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("config")).unwrap();
+        let mut rig = Rig {
+            n,
+            ns_a,
+            ns_b,
+            dir,
+            display: format!(":{}", 140 + n % 100),
+            xvfb: None,
+            driver: None,
+            driver_port: 4444,
+        };
+        let (a, b) = (rig.ns_a.clone(), rig.ns_b.clone());
+        ip(&["netns", "add", &a]);
+        ip(&["netns", "add", &b]);
+        ip(&[
+            "-n", &a, "link", "add", "vA", "type", "veth", "peer", "name", "vB", "netns", &b,
+        ]);
+        ip(&[
+            "-n",
+            &a,
+            "addr",
+            "add",
+            &format!("{}/24", rig.host_ip()),
+            "dev",
+            "vA",
+        ]);
+        ip(&[
+            "-n",
+            &b,
+            "addr",
+            "add",
+            &format!("{}/24", rig.joiner_ip()),
+            "dev",
+            "vB",
+        ]);
+        for (ns, dev) in [(&a, "vA"), (&b, "vB")] {
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            ip(&["-n", ns, "link", "set", dev, "multicast", "on", "up"]);
+        }
+        ip(&["-n", &a, "route", "add", "224.0.0.0/4", "dev", "vA"]);
+        enter_netns(&a);
+        rig.start_xvfb();
+        rig.start_driver();
+        rig
+    }
+
+    fn host_ip(&self) -> String {
+        format!("10.78.{}.1", self.n % 250)
+    }
+
+    fn joiner_ip(&self) -> String {
+        format!("10.78.{}.2", self.n % 250)
+    }
+
+    fn config_home(&self) -> PathBuf {
+        self.dir.join("config")
+    }
+
+    /// The app's own folder inside the config home (its identifier).
+    fn app_config(&self) -> PathBuf {
+        self.config_home().join("org.midijam.app")
+    }
+
+    fn start_xvfb(&mut self) {
+        let num = self.display.trim_start_matches(':').to_owned();
+        let _ = std::fs::remove_file(format!("/tmp/.X11-unix/X{num}"));
+        let _ = std::fs::remove_file(format!("/tmp/.X{num}-lock"));
+        let child = Command::new("Xvfb")
+            .args([
+                &self.display,
+                "-screen",
+                "0",
+                "1280x900x24",
+                "-nolisten",
+                "tcp",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start Xvfb");
+        self.xvfb = Some(child);
+        wait_for(Duration::from_secs(10), "Xvfb socket", || {
+            Path::new(&format!("/tmp/.X11-unix/X{num}")).exists()
+        });
+    }
+
+    /// Environment of tauri-driver, and so of WebKitWebDriver and the app.
+    fn start_driver(&mut self) {
+        let driver = which("tauri-driver").unwrap();
+        self.driver_port = 4444;
+        let child = Command::new(driver)
+            .args(["--port", &self.driver_port.to_string()])
+            .env("DISPLAY", &self.display)
+            .env("XDG_CONFIG_HOME", self.config_home())
+            .env("XDG_DATA_HOME", self.dir.join("data"))
+            .env("XDG_CACHE_HOME", self.dir.join("cache"))
+            .env("XDG_RUNTIME_DIR", &self.dir)
+            .env("HOME", &self.dir)
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("tauri-driver.log")).unwrap())
+            .spawn()
+            .expect("start tauri-driver");
+        self.driver = Some(child);
+        let port = self.driver_port;
+        wait_for(Duration::from_secs(10), "tauri-driver port", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    /// Writes a settings file before launch: the LAN advert on the test's
+    /// own veth only (never a real interface), the rest defaults.
+    fn seed_settings(&self, extra: Value) {
+        let mut s =
+            json!({"displayName": "Test host", "mdnsInterfaces": ["vA"], "listenPort": 8787});
+        if let (Some(o), Some(e)) = (s.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+        std::fs::create_dir_all(self.app_config()).unwrap();
+        std::fs::write(
+            self.app_config().join("settings.json"),
+            serde_json::to_vec_pretty(&json!({ "settings": s })).unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn launch(&self) -> Session {
+        let started = Instant::now();
+        let body = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "wry",
+            "tauri:options": {"application": APP}
+        }}});
+        let r = http(
+            self.driver_port,
+            "POST",
+            "/session",
+            Some(&body),
+            Duration::from_secs(60),
+        );
+        let id = r["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {r}"))
+            .to_owned();
+        let s = Session {
+            port: self.driver_port,
+            id,
+            started,
+        };
+        // Interaction starts once the window has its code and its settings
+        // (the whole first screen), as a person would wait for it.
+        s.code();
+        s.wait_js(
+            Duration::from_secs(10),
+            "the settings loaded",
+            "return !!document.getElementById('settings-form').dataset.loaded;",
+        );
+        s
+    }
+
+    /// Runs the aiortc joiner from namespace B against `url` with `code`.
+    fn joiner(&self, url: &str, code: &str, name: &str, stay_s: f64) -> Child {
+        let interop = repo().join("tests/interop");
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns_b])
+            .arg(interop.join(".venv/bin/python"))
+            .arg(interop.join("aiortc_joiner.py"))
+            .args(["--url", url, "--code", code, "--name", name])
+            .args([
+                "--stay",
+                &stay_s.to_string(),
+                "--send-heartbeats",
+                "--heartbeat-interval",
+                "2",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(self.dir.join(format!("joiner-{name}.log"))).unwrap())
+            .spawn()
+            .expect("start the aiortc joiner")
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        for c in [self.driver.as_mut(), self.xvfb.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in [&self.ns_a, &self.ns_b] {
+            if let Ok(o) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("kept {} for inspection", self.dir.display());
+        }
+    }
+}
+
+/// Moves the calling thread (and every process it starts) into `ns`.
+fn enter_netns(ns: &str) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("netns file");
+    // SAFETY: setns on a valid namespace fd only changes this thread's
+    // network namespace; the fd stays open for the call.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+fn wait_for(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !ok() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A minimal HTTP/1.1 client: WebDriver needs nothing more, and it keeps
+/// every socket on this thread (so in this test's namespace).
+fn http(port: u16, method: &str, path: &str, body: Option<&Value>, timeout: Duration) -> Value {
+    // tauri-driver now and then closes a connection without a reply while
+    // the webview is busy starting; the same request a moment later works.
+    for _ in 0..5 {
+        let r = http_once(port, method, path, body, timeout);
+        if r.get("raw").and_then(Value::as_str) != Some("") {
+            return r;
+        }
+        eprintln!("tauri-driver gave no reply to {method} {path}; again");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    http_once(port, method, path, body, timeout)
+}
+
+fn http_once(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    timeout: Duration,
+) -> Value {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to tauri-driver");
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read WebDriver reply");
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    serde_json::from_str(&body).unwrap_or_else(|_| json!({"raw": body, "head": head}))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+struct Session {
+    port: u16,
+    id: String,
+    started: Instant,
+}
+
+impl Session {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let p = format!("/session/{}{path}", self.id);
+        http(
+            self.port,
+            method,
+            &p,
+            body.as_ref(),
+            Duration::from_secs(30),
+        )
+    }
+
+    /// Runs `script` in the window and returns its value.
+    fn js(&self, script: &str) -> Value {
+        let r = self.call(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        );
+        r["value"].clone()
+    }
+
+    fn find(&self, css: &str) -> String {
+        let r = self.call(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        r["value"][ELEMENT_KEY]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {r}"))
+            .to_owned()
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.find(css);
+        let r = self.call("POST", &format!("/element/{e}/click"), Some(json!({})));
+        assert!(r["value"].is_null(), "click {css}: {r}");
+    }
+
+    /// Replaces an input's text. The element is clicked through WebDriver
+    /// (a real click), then its value is set and an `input` event fired, as
+    /// typing would: WebKitWebDriver's synthesised key presses under Xvfb
+    /// (no window manager, so no keyboard focus) drop keys now and then,
+    /// which would make the test flaky without testing anything of ours.
+    fn type_into(&self, css: &str, text: &str) {
+        self.click(css);
+        let r = self.js(&format!(
+            "const e = document.querySelector({}); e.focus(); e.value = {}; e.dispatchEvent(new Event('input', {{bubbles: true}})); e.dispatchEvent(new Event('change', {{bubbles: true}})); return e.value;",
+            json!(css),
+            json!(text)
+        ));
+        assert_eq!(r, json!(text), "typed into {css}");
+    }
+
+    fn text(&self, css: &str) -> String {
+        self.js(&format!(
+            "const e = document.querySelector({}); return e ? e.textContent : null;",
+            json!(css)
+        ))
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    }
+
+    /// Waits until `script` returns something truthy; returns it.
+    fn wait_js(&self, limit: Duration, what: &str, script: &str) -> Value {
+        let t = Instant::now();
+        loop {
+            let v = self.js(script);
+            let truthy = !(v.is_null() || v == json!(false) || v == json!("") || v == json!(0));
+            if truthy {
+                return v;
+            }
+            assert!(
+                t.elapsed() < limit,
+                "timed out after {limit:?} waiting for {what} (last: {v})"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn screenshot(&self, name: &str) {
+        // Let the last DOM change paint first.
+        std::thread::sleep(Duration::from_millis(1000));
+        let r = self.call("GET", "/screenshot", None);
+        let b64 = r["value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("screenshot: {r}"));
+        let png = base64_decode(b64);
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+        let path = screenshot_dir().join(name);
+        std::fs::write(&path, png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+    }
+
+    /// Ends the WebDriver session, which closes the app.
+    fn close(self) {
+        self.call("DELETE", "", None);
+    }
+
+    fn code(&self) -> String {
+        let v = self.wait_js(
+            Duration::from_secs(20),
+            "the code",
+            "const t = document.getElementById('code').textContent; return /^[A-Z0-9]{4}$/.test(t) ? t : null;",
+        );
+        v.as_str().unwrap().to_owned()
+    }
+
+    fn open_settings(&self) {
+        self.click("#tab-settings");
+        self.wait_js(
+            Duration::from_secs(10),
+            "the settings form",
+            "return !!document.getElementById('settings-form').dataset.loaded && !document.getElementById('view-settings').hidden;",
+        );
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => continue,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn the_code_appears_and_a_joiner_shows_up_in_the_peer_list_then_leaves() {
+    let _one = lock();
+    let rig = Rig::new();
+    rig.seed_settings(json!({}));
+    let app = rig.launch();
+    let code = app.code();
+    eprintln!("code {code} shown {:?} after launch", app.started.elapsed());
+    // The address to share is this machine's LAN address with the port.
+    let url = format!("http://{}:8787", rig.host_ip());
+    app.wait_js(
+        Duration::from_secs(5),
+        "the share URL",
+        &format!(
+            "return [...document.querySelectorAll('#urls code')].some(c => c.textContent === {});",
+            json!(url)
+        ),
+    );
+    assert!(app.text("#qr").is_empty(), "the QR holds an SVG, not text");
+    assert_eq!(
+        app.js("return !!document.querySelector('#qr svg');"),
+        json!(true)
+    );
+    assert_eq!(
+        app.js("return document.getElementById('code').getAttribute('aria-live');"),
+        json!("polite")
+    );
+
+    let mut joiner = rig.joiner(&url, &code, "Ada", 6.0);
+    app.wait_js(
+        Duration::from_secs(30),
+        "Ada connected in the peer list",
+        "return [...document.querySelectorAll('#peers tbody tr')].some(r => r.cells[0].textContent === 'Ada' && r.cells[2].textContent === 'Connected');",
+    );
+    // Round trip and route follow from the link's stats (every 2 s).
+    let row = app.wait_js(
+        Duration::from_secs(10),
+        "Ada's round trip and route",
+        "const r = [...document.querySelectorAll('#peers tbody tr')].find(r => r.cells[0].textContent === 'Ada'); const c = r ? [...r.cells].slice(0, 5).map(c => c.textContent) : null; return c && c[3] !== '—' && c[4] !== '—' ? c : null;",
+    );
+    eprintln!("peer row: {row}");
+    assert_eq!(
+        row[4],
+        json!("Direct (LAN)"),
+        "route of a LAN joiner: {row}"
+    );
+    assert!(
+        row[3].as_str().unwrap().ends_with("ms"),
+        "round trip: {row}"
+    );
+    assert!(app
+        .text("#peer-summary")
+        .starts_with("1 of at most 8 connected"));
+    app.screenshot("host-screen.png");
+
+    // The joiner leaves after its stay: the row goes.
+    let status = joiner.wait().unwrap();
+    assert!(status.success(), "joiner exit: {status}");
+    app.wait_js(
+        Duration::from_secs(40),
+        "Ada gone from the peer list",
+        "return document.querySelectorAll('#peers tbody tr').length === 0;",
+    );
+
+    // A second joiner is kicked with the button: it goes from the list and
+    // its connection is closed from our side (the joiner exits 6).
+    let mut bob = rig.joiner(&url, &code, "Bob", 60.0);
+    app.wait_js(
+        Duration::from_secs(30),
+        "Bob connected",
+        "return [...document.querySelectorAll('#peers tbody tr')].some(r => r.cells[0].textContent === 'Bob' && r.cells[2].textContent === 'Connected');",
+    );
+    app.click("#peers tbody tr button.kick");
+    app.wait_js(
+        Duration::from_secs(15),
+        "Bob gone after the kick",
+        "return document.querySelectorAll('#peers tbody tr').length === 0;",
+    );
+    let t = Instant::now();
+    let st = loop {
+        if let Some(st) = bob.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "kicked joiner still connected"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        st.code(),
+        Some(6),
+        "kicked joiner should see the host close"
+    );
+    app.close();
+}
+
+#[test]
+fn an_invalid_turn_url_is_refused_and_nothing_is_saved_then_settings_survive_a_restart() {
+    let _one = lock();
+    let rig = Rig::new();
+    rig.seed_settings(json!({}));
+    let file = rig.app_config().join("settings.json");
+    let before = std::fs::read(&file).unwrap();
+
+    let app = rig.launch();
+    app.code();
+    app.open_settings();
+    app.type_into("#displayName", "Keys in the kitchen");
+    app.click("#ice-add");
+    app.type_into(
+        "#ice-table tbody tr:last-child td:nth-child(1) input",
+        "turn:relay.invalid:99999",
+    );
+    app.type_into(
+        "#ice-table tbody tr:last-child td:nth-child(2) input",
+        "alice",
+    );
+    app.type_into(
+        "#ice-table tbody tr:last-child td:nth-child(3) input",
+        "secret",
+    );
+    app.click("#save");
+    let msg = app.wait_js(
+        Duration::from_secs(5),
+        "the refusal",
+        "const t = document.getElementById('settings-msg').textContent; return t.startsWith('Not saved') ? t : null;",
+    );
+    eprintln!("refusal: {msg}");
+    let row_error = app.text("[data-error-for='iceServers[0].url']");
+    assert!(!row_error.is_empty(), "the row itself says what is wrong");
+    assert_eq!(
+        app.js("return document.querySelector('#ice-table tbody tr input').getAttribute('aria-invalid');"),
+        json!("true")
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), before, "nothing saved");
+    app.screenshot("settings-refused.png");
+
+    // Fixed: a TURN server on a real port, and a STUN one; saved.
+    app.type_into(
+        "#ice-table tbody tr:last-child td:nth-child(1) input",
+        "turn:127.0.0.1:3478?transport=udp",
+    );
+    app.click("#ice-add");
+    app.type_into(
+        "#ice-table tbody tr:last-child td:nth-child(1) input",
+        "stun:127.0.0.1:3479",
+    );
+    app.type_into("#gatherTimeoutMs", "1500");
+    app.click("#save");
+    app.wait_js(
+        Duration::from_secs(10),
+        "saved",
+        "return document.getElementById('settings-msg').textContent === 'Settings saved.';",
+    );
+    app.js("document.getElementById('ice-table').scrollIntoView({block: 'center'}); return true;");
+    app.screenshot("settings-pane.png");
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        on_disk["settings"]["displayName"],
+        json!("Keys in the kitchen")
+    );
+    assert_eq!(
+        on_disk["settings"]["iceServers"][0]["username"],
+        json!("alice")
+    );
+    assert_eq!(on_disk["settings"]["gatherTimeoutMs"], json!(1500));
+    app.close();
+
+    // A new launch shows what was saved.
+    let app = rig.launch();
+    app.code();
+    app.open_settings();
+    let shown = app.js(
+        "return [document.getElementById('displayName').value, [...document.querySelectorAll('#ice-table tbody tr td:first-child input')].map(i => i.value), document.getElementById('gatherTimeoutMs').value];",
+    );
+    assert_eq!(
+        shown,
+        json!([
+            "Keys in the kitchen",
+            ["turn:127.0.0.1:3478?transport=udp", "stun:127.0.0.1:3479"],
+            "1500"
+        ])
+    );
+    app.close();
+}
+
+#[test]
+fn apply_to_midieditor_writes_its_two_keys_and_keeps_the_others() {
+    let _one = lock();
+    let rig = Rig::new();
+    rig.seed_settings(json!({
+        "iceServers": [{"url": "turn:10.9.9.9:3478?transport=udp", "username": "u:1", "credential": "p@ss"}]
+    }));
+    let ini_dir = rig.config_home().join("MidiEditor");
+    std::fs::create_dir_all(&ini_dir).unwrap();
+    let ini = ini_dir.join("NONE.conf");
+    let original =
+        std::fs::read_to_string(repo().join("crates/app/tests/data/midieditor-NONE.conf"))
+            .expect("sample INI");
+    std::fs::write(&ini, &original).unwrap();
+
+    let app = rig.launch();
+    app.code();
+    app.open_settings();
+    app.click("#apply-midieditor");
+    let said = app.wait_js(
+        Duration::from_secs(10),
+        "the apply result",
+        "const t = document.getElementById('apply-result').textContent; return t ? t : null;",
+    );
+    let said = said.as_str().unwrap();
+    assert!(said.starts_with("Written to "), "{said}");
+    assert!(
+        said.contains(&ini.display().to_string()),
+        "names the file: {said}"
+    );
+    app.close();
+
+    let after = std::fs::read_to_string(&ini).unwrap();
+    let url = format!("http://{}:8787", rig.host_ip());
+    assert!(
+        after.contains(&format!("wan\\rendezvousUrl={url}")),
+        "{after}"
+    );
+    assert!(
+        after.contains("turn:u%3A1:p%40ss@10.9.9.9:3478?transport=udp"),
+        "{after}"
+    );
+    // Every line of the original that is not one of our two keys survives.
+    for line in original.lines() {
+        if line.starts_with("wan\\rendezvousUrl") || line.starts_with("lan\\iceServers") {
+            continue;
+        }
+        assert!(
+            after.lines().any(|l| l == line),
+            "lost line {line:?}:\n{after}"
+        );
+    }
+    let backups: Vec<_> = std::fs::read_dir(&ini_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("NONE.conf.bak"))
+        .collect();
+    assert_eq!(backups.len(), 1, "one backup");
+    assert_eq!(
+        std::fs::read_to_string(backups[0].path()).unwrap(),
+        original
+    );
+}
+
+#[test]
+fn a_corrupt_settings_file_is_set_aside_and_a_second_launch_leaves_the_first_running() {
+    let _one = lock();
+    let rig = Rig::new();
+    std::fs::create_dir_all(rig.app_config()).unwrap();
+    let file = rig.app_config().join("settings.json");
+    std::fs::write(&file, b"{\"settings\": {\"displayName\": \"half a fi").unwrap();
+
+    let app = rig.launch();
+    app.code();
+    let warning = app.wait_js(
+        Duration::from_secs(10),
+        "the corrupt-file warning",
+        "const w = document.getElementById('load-warnings'); return w.hidden ? null : w.textContent;",
+    );
+    eprintln!("warning: {warning}");
+    let aside: Vec<_> = std::fs::read_dir(rig.app_config())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("corrupt"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the old file is kept aside");
+    assert_eq!(
+        std::fs::read(aside[0].path()).unwrap(),
+        b"{\"settings\": {\"displayName\": \"half a fi"
+    );
+
+    // A second launch with the same config folder hands over and exits.
+    let t = Instant::now();
+    let out = Command::new(APP)
+        .env("DISPLAY", &rig.display)
+        .env("XDG_CONFIG_HOME", rig.config_home())
+        .env("XDG_DATA_HOME", rig.dir.join("data"))
+        .env("HOME", &rig.dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("second launch");
+    assert!(out.status.success(), "second launch: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("already running"),
+        "{out:?}"
+    );
+    eprintln!("second launch exited after {:?}", t.elapsed());
+    // The first still answers.
+    let code = app.code();
+    assert_eq!(code.len(), 4);
+    app.close();
+}

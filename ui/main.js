@@ -358,6 +358,91 @@ $("open-logs").addEventListener("click", async () => {
   $("logs-result").textContent = (opened ? "Opened " : "Logs are in ") + dir;
 });
 
+// ---------- test connection ----------
+
+const RESULT_WORDS = { pending: "Waiting", running: "Running…", passed: "✔ Passed", failed: "✖ Failed", skipped: "— Skipped", notChecked: "— Not checked" };
+/** @type {Map<string, any>} */
+const stageRows = new Map();
+/** @type {Map<number, any>} */
+const serverRows = new Map();
+let checkDetails = "";
+
+/**
+ * @param {HTMLElement} table
+ * @param {string} key
+ * @param {string} name
+ * @param {string} status
+ * @param {number|null|undefined} ms
+ * @param {string|null|undefined} detail
+ * @param {string|null|undefined} hint
+ */
+function checkRow(table, key, name, status, ms, detail, hint) {
+  const body = /** @type {HTMLTableSectionElement} */ (table.querySelector("tbody"));
+  let tr = /** @type {HTMLTableRowElement|null} */ (body.querySelector(`tr[data-key="${CSS.escape(key)}"]`));
+  if (!tr) {
+    tr = document.createElement("tr");
+    tr.dataset.key = key;
+    for (let i = 0; i < 4; i++) tr.append(document.createElement("td"));
+    body.append(tr);
+  }
+  tr.cells[0].textContent = name;
+  tr.cells[1].textContent = RESULT_WORDS[/** @type {keyof typeof RESULT_WORDS} */ (status)] || status;
+  tr.cells[1].className = "res-" + status;
+  tr.cells[2].textContent = ms == null ? "" : (ms < 1 ? "< 1 ms" : Math.round(ms) + " ms");
+  tr.cells[3].textContent = detail || "";
+  if (hint) {
+    const h = document.createElement("span");
+    h.className = "hint";
+    h.textContent = hint;
+    tr.cells[3].append(h);
+  }
+}
+
+/** @param {any} p */
+function onCheckProgress(p) {
+  if (p.event === "stageStarted") checkRow($("check-stages"), p.stage, p.label, "running", null, "", "");
+  if (p.event === "stageFinished") {
+    const r = p.report;
+    checkRow($("check-stages"), r.stage, r.label, r.status, r.durationMs, r.detail, r.hint);
+  }
+  if (p.event === "serverStarted") {
+    $("check-servers").hidden = false;
+    checkRow($("check-servers"), "s" + p.index, p.uri, "running", null, "", "");
+  }
+  if (p.event === "serverFinished") {
+    const r = p.report;
+    checkRow($("check-servers"), "s" + p.index, r.uri, r.status, r.rttMs ?? r.durationMs, r.detail, r.hint);
+  }
+}
+
+$("check-run").addEventListener("click", async () => {
+  const button = /** @type {HTMLButtonElement} */ ($("check-run"));
+  button.disabled = true;
+  /** @type {HTMLButtonElement} */ ($("check-copy")).disabled = true;
+  for (const t of ["check-stages", "check-servers"]) /** @type {HTMLElement} */ ($(t).querySelector("tbody")).replaceChildren();
+  $("check-servers").hidden = true;
+  say($("check-verdict"), "Testing…", "info");
+  try {
+    const out = await invoke("test_connection", { settings: readForm() });
+    for (const r of out.report.stages) checkRow($("check-stages"), r.stage, r.label, r.status, r.durationMs, r.detail, r.hint);
+    out.report.iceServers.forEach((/** @type {any} */ r, /** @type {number} */ i) => {
+      $("check-servers").hidden = false;
+      checkRow($("check-servers"), "s" + i, r.uri, r.status, r.rttMs ?? r.durationMs, r.detail, r.hint);
+    });
+    const t = out.report.timings;
+    const times = t.totalMs != null ? ` (total ${Math.round(t.totalMs)} ms)` : "";
+    say($("check-verdict"), out.headline + times, out.tone);
+    $("check-verdict").dataset.verdict = out.report.verdict;
+    checkDetails = out.details;
+    /** @type {HTMLButtonElement} */ ($("check-copy")).disabled = false;
+  } catch (err) {
+    say($("check-verdict"), String(err), "error");
+  } finally {
+    button.disabled = false;
+  }
+});
+$("check-copy").addEventListener("click", () => copy(checkDetails));
+
 // ---------- closing with peers connected ----------
 
 const dialog = /** @type {HTMLDialogElement} */ ($("confirm-close"));
@@ -367,6 +452,7 @@ $("confirm-stay").addEventListener("click", () => dialog.close());
 // ---------- start ----------
 
 listen("jam-view", (/** @type {any} */ e) => renderView(e.payload));
+listen("check-progress", (/** @type {any} */ e) => onCheckProgress(e.payload));
 listen("confirm-close", (/** @type {any} */ e) => {
   $("confirm-text").textContent = `${e.payload} peer(s) are connected. Quitting ends the jam for them.`;
   if (!dialog.open) dialog.showModal();

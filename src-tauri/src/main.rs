@@ -38,6 +38,19 @@ struct Shell {
     code_reported: AtomicBool,
     /// Set once the user confirmed closing with peers connected.
     closing: AtomicBool,
+    /// Where the jam listens and gathers (the connection test gathers there too).
+    options: JamOptions,
+    /// One connection test at a time.
+    checking: AtomicBool,
+}
+
+/// Clears a flag when dropped, whichever way the function ends.
+struct Reset<'a>(&'a AtomicBool);
+
+impl Drop for Reset<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 /// What the settings pane opens with.
@@ -187,6 +200,44 @@ async fn apply_to_midieditor(
     .map_err(|e| e.to_string())?
 }
 
+/// "Test connection": the settings as edited (not yet saved) are tested with
+/// a session and peers of the test's own; progress goes to the window as
+/// `check-progress` events, the verdict is the answer.
+#[tauri::command]
+async fn test_connection(
+    app: AppHandle,
+    shell: State<'_, Arc<Shell>>,
+    settings: Settings,
+) -> Result<app::check::Outcome, String> {
+    let settings = settings.normalized();
+    if let Err(errors) = settings.validate() {
+        let words: Vec<String> = errors.into_iter().map(|e| e.message).collect();
+        return Err(format!("Fix the settings first: {}", words.join(" ")));
+    }
+    if shell.checking.swap(true, Ordering::SeqCst) {
+        return Err("A test is already running.".to_owned());
+    }
+    let _reset = Reset(&shell.checking);
+    let bundled = shell
+        .jam
+        .lock()
+        .await
+        .as_ref()
+        .and_then(|j| j.view().urls.first().cloned());
+    let cfg = app::check::config_for(&settings, bundled.as_deref(), &shell.options.ice_bind)?;
+    let handle = app.clone();
+    let report = jam::check::run_check(&cfg, move |p| {
+        let _ = handle.emit("check-progress", p);
+    })
+    .await;
+    tracing::info!(
+        "connection test: {:?} in {:.0} ms",
+        report.verdict,
+        report.duration_ms
+    );
+    Ok(app::check::outcome(report))
+}
+
 /// Opens the log folder in the file manager; returns its path either way,
 /// so the window can show it where no file manager exists.
 #[tauri::command]
@@ -271,6 +322,7 @@ fn main() {
             import_ice,
             export_ice,
             apply_to_midieditor,
+            test_connection,
             open_log_folder,
             code_shown,
             quit,
@@ -296,8 +348,9 @@ fn main() {
             }
             // The store holds the same file from now on (saves go through it).
             let _ = tauri_app.store(settings_path.clone());
+            let options = jam_options();
             let jam = tauri::async_runtime::block_on(async {
-                Jam::start(settings.clone(), jam_options())
+                Jam::start(settings.clone(), options.clone())
             });
             let mut views = jam.subscribe();
             let shell = Arc::new(Shell {
@@ -309,6 +362,8 @@ fn main() {
                 started,
                 code_reported: AtomicBool::new(false),
                 closing: AtomicBool::new(false),
+                options,
+                checking: AtomicBool::new(false),
             });
             tauri_app.manage(shell);
             // Every change of the jam goes to the window as it happens.

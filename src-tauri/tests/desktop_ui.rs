@@ -16,13 +16,16 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+#[path = "common/rig.rs"]
+mod rig;
+use rig::{repo, Rig};
 
 const APP: &str = env!("CARGO_BIN_EXE_midi-jam");
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -30,14 +33,6 @@ const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// One WebKit at a time: two cores do not run two apps and their joiners
 /// well, and the timeouts below assume a quiet machine.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .expect("repo root")
-}
 
 fn screenshot_dir() -> PathBuf {
     let d = repo().join("target/ui-screenshots");
@@ -45,308 +40,38 @@ fn screenshot_dir() -> PathBuf {
     d
 }
 
-fn preflight() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().nth(1).map(str::to_owned));
-    assert_eq!(
-        euid.as_deref(),
-        Some("0"),
-        "the desktop UI tests must run as root (they create network namespaces)"
+/// Starts the app through WebDriver and waits for its first screen.
+fn launch(rig: &Rig) -> Session {
+    let started = Instant::now();
+    let body = json!({"capabilities": {"alwaysMatch": {
+        "browserName": "wry",
+        "tauri:options": {"application": APP}
+    }}});
+    let r = http(
+        rig.driver_port,
+        "POST",
+        "/session",
+        Some(&body),
+        Duration::from_secs(60),
     );
-    for (bin, pkg) in [
-        ("Xvfb", "xvfb"),
-        ("WebKitWebDriver", "webkit2gtk-driver"),
-        (
-            "tauri-driver",
-            "`cargo install tauri-driver --version 2.1.0 --locked`",
-        ),
-    ] {
-        assert!(
-            which(bin).is_some(),
-            "{bin} not found: install {pkg} (bash scripts/setup.sh does)"
-        );
-    }
-    let py = repo().join("tests/interop/.venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} missing: run bash scripts/setup.sh",
-        py.display()
+    let id = r["value"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no WebDriver session: {r}"))
+        .to_owned();
+    let s = Session {
+        port: rig.driver_port,
+        id,
+        started,
+    };
+    // Interaction starts once the window has its code and its settings
+    // (the whole first screen), as a person would wait for it.
+    s.code();
+    s.wait_js(
+        Duration::from_secs(10),
+        "the settings loaded",
+        "return !!document.getElementById('settings-form').dataset.loaded;",
     );
-}
-
-fn which(bin: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> =
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
-    if let Some(home) = std::env::var_os("HOME") {
-        dirs.push(Path::new(&home).join(".cargo/bin"));
-    }
-    dirs.into_iter().map(|d| d.join(bin)).find(|p| p.is_file())
-}
-
-fn ip(args: &[&str]) {
-    let o = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("ip {}: {e}", args.join(" ")));
-    assert!(
-        o.status.success(),
-        "ip {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr).trim()
-    );
-}
-
-/// Everything one test runs, torn down on drop (also when it fails).
-struct Rig {
-    n: usize,
-    ns_a: String,
-    ns_b: String,
-    dir: PathBuf,
-    display: String,
-    xvfb: Option<Child>,
-    driver: Option<Child>,
-    driver_port: u16,
-}
-
-impl Rig {
-    fn new() -> Rig {
-        preflight();
-        let n = NEXT.fetch_add(1, Ordering::Relaxed) + (std::process::id() as usize % 50) * 4;
-        let pid = std::process::id();
-        let (ns_a, ns_b) = (format!("uiA-{pid}-{n}"), format!("uiB-{pid}-{n}"));
-        let dir = std::env::temp_dir().join(format!("midi-jam-ui-{pid}-{n}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("config")).unwrap();
-        let mut rig = Rig {
-            n,
-            ns_a,
-            ns_b,
-            dir,
-            display: format!(":{}", 140 + n % 100),
-            xvfb: None,
-            driver: None,
-            driver_port: 4444,
-        };
-        let (a, b) = (rig.ns_a.clone(), rig.ns_b.clone());
-        ip(&["netns", "add", &a]);
-        ip(&["netns", "add", &b]);
-        ip(&[
-            "-n", &a, "link", "add", "vA", "type", "veth", "peer", "name", "vB", "netns", &b,
-        ]);
-        ip(&[
-            "-n",
-            &a,
-            "addr",
-            "add",
-            &format!("{}/24", rig.host_ip()),
-            "dev",
-            "vA",
-        ]);
-        ip(&[
-            "-n",
-            &b,
-            "addr",
-            "add",
-            &format!("{}/24", rig.joiner_ip()),
-            "dev",
-            "vB",
-        ]);
-        for (ns, dev) in [(&a, "vA"), (&b, "vB")] {
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ip(&["-n", ns, "link", "set", dev, "multicast", "on", "up"]);
-        }
-        ip(&["-n", &a, "route", "add", "224.0.0.0/4", "dev", "vA"]);
-        enter_netns(&a);
-        rig.start_xvfb();
-        rig.start_driver();
-        rig
-    }
-
-    fn host_ip(&self) -> String {
-        format!("10.78.{}.1", self.n % 250)
-    }
-
-    fn joiner_ip(&self) -> String {
-        format!("10.78.{}.2", self.n % 250)
-    }
-
-    fn config_home(&self) -> PathBuf {
-        self.dir.join("config")
-    }
-
-    /// The app's own folder inside the config home (its identifier).
-    fn app_config(&self) -> PathBuf {
-        self.config_home().join("org.midijam.app")
-    }
-
-    fn start_xvfb(&mut self) {
-        let num = self.display.trim_start_matches(':').to_owned();
-        let _ = std::fs::remove_file(format!("/tmp/.X11-unix/X{num}"));
-        let _ = std::fs::remove_file(format!("/tmp/.X{num}-lock"));
-        let child = Command::new("Xvfb")
-            .args([
-                &self.display,
-                "-screen",
-                "0",
-                "1280x900x24",
-                "-nolisten",
-                "tcp",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start Xvfb");
-        self.xvfb = Some(child);
-        wait_for(Duration::from_secs(10), "Xvfb socket", || {
-            Path::new(&format!("/tmp/.X11-unix/X{num}")).exists()
-        });
-    }
-
-    /// Environment of tauri-driver, and so of WebKitWebDriver and the app.
-    fn start_driver(&mut self) {
-        let driver = which("tauri-driver").unwrap();
-        self.driver_port = 4444;
-        let child = Command::new(driver)
-            .args(["--port", &self.driver_port.to_string()])
-            .env("DISPLAY", &self.display)
-            .env("XDG_CONFIG_HOME", self.config_home())
-            .env("XDG_DATA_HOME", self.dir.join("data"))
-            .env("XDG_CACHE_HOME", self.dir.join("cache"))
-            .env("XDG_RUNTIME_DIR", &self.dir)
-            .env("HOME", &self.dir)
-            .env_remove("DBUS_SESSION_BUS_ADDRESS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.join("tauri-driver.log")).unwrap())
-            .spawn()
-            .expect("start tauri-driver");
-        self.driver = Some(child);
-        let port = self.driver_port;
-        wait_for(Duration::from_secs(10), "tauri-driver port", || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-    }
-
-    /// Writes a settings file before launch: the LAN advert on the test's
-    /// own veth only (never a real interface), the rest defaults.
-    fn seed_settings(&self, extra: Value) {
-        let mut s =
-            json!({"displayName": "Test host", "mdnsInterfaces": ["vA"], "listenPort": 8787});
-        if let (Some(o), Some(e)) = (s.as_object_mut(), extra.as_object()) {
-            for (k, v) in e {
-                o.insert(k.clone(), v.clone());
-            }
-        }
-        std::fs::create_dir_all(self.app_config()).unwrap();
-        std::fs::write(
-            self.app_config().join("settings.json"),
-            serde_json::to_vec_pretty(&json!({ "settings": s })).unwrap(),
-        )
-        .unwrap();
-    }
-
-    fn launch(&self) -> Session {
-        let started = Instant::now();
-        let body = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "wry",
-            "tauri:options": {"application": APP}
-        }}});
-        let r = http(
-            self.driver_port,
-            "POST",
-            "/session",
-            Some(&body),
-            Duration::from_secs(60),
-        );
-        let id = r["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no WebDriver session: {r}"))
-            .to_owned();
-        let s = Session {
-            port: self.driver_port,
-            id,
-            started,
-        };
-        // Interaction starts once the window has its code and its settings
-        // (the whole first screen), as a person would wait for it.
-        s.code();
-        s.wait_js(
-            Duration::from_secs(10),
-            "the settings loaded",
-            "return !!document.getElementById('settings-form').dataset.loaded;",
-        );
-        s
-    }
-
-    /// Runs the aiortc joiner from namespace B against `url` with `code`.
-    fn joiner(&self, url: &str, code: &str, name: &str, stay_s: f64) -> Child {
-        let interop = repo().join("tests/interop");
-        Command::new("ip")
-            .args(["netns", "exec", &self.ns_b])
-            .arg(interop.join(".venv/bin/python"))
-            .arg(interop.join("aiortc_joiner.py"))
-            .args(["--url", url, "--code", code, "--name", name])
-            .args([
-                "--stay",
-                &stay_s.to_string(),
-                "--send-heartbeats",
-                "--heartbeat-interval",
-                "2",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(self.dir.join(format!("joiner-{name}.log"))).unwrap())
-            .spawn()
-            .expect("start the aiortc joiner")
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        for c in [self.driver.as_mut(), self.xvfb.as_mut()]
-            .into_iter()
-            .flatten()
-        {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in [&self.ns_a, &self.ns_b] {
-            if let Ok(o) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-            }
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        } else {
-            eprintln!("kept {} for inspection", self.dir.display());
-        }
-    }
-}
-
-/// Moves the calling thread (and every process it starts) into `ns`.
-fn enter_netns(ns: &str) {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("netns file");
-    // SAFETY: setns on a valid namespace fd only changes this thread's
-    // network namespace; the fd stays open for the call.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-}
-
-fn wait_for(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !ok() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    s
 }
 
 /// A minimal HTTP/1.1 client: WebDriver needs nothing more, and it keeps
@@ -563,9 +288,9 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 #[test]
 fn the_code_appears_and_a_joiner_shows_up_in_the_peer_list_then_leaves() {
     let _one = lock();
-    let rig = Rig::new();
+    let rig = Rig::new(true);
     rig.seed_settings(json!({}));
-    let app = rig.launch();
+    let app = launch(&rig);
     let code = app.code();
     eprintln!("code {code} shown {:?} after launch", app.started.elapsed());
     // The address to share is this machine's LAN address with the port.
@@ -660,12 +385,12 @@ fn the_code_appears_and_a_joiner_shows_up_in_the_peer_list_then_leaves() {
 #[test]
 fn an_invalid_turn_url_is_refused_and_nothing_is_saved_then_settings_survive_a_restart() {
     let _one = lock();
-    let rig = Rig::new();
+    let rig = Rig::new(true);
     rig.seed_settings(json!({}));
     let file = rig.app_config().join("settings.json");
     let before = std::fs::read(&file).unwrap();
 
-    let app = rig.launch();
+    let app = launch(&rig);
     app.code();
     app.open_settings();
     app.type_into("#displayName", "Keys in the kitchen");
@@ -730,7 +455,7 @@ fn an_invalid_turn_url_is_refused_and_nothing_is_saved_then_settings_survive_a_r
     app.close();
 
     // A new launch shows what was saved.
-    let app = rig.launch();
+    let app = launch(&rig);
     app.code();
     app.open_settings();
     let shown = app.js(
@@ -750,7 +475,7 @@ fn an_invalid_turn_url_is_refused_and_nothing_is_saved_then_settings_survive_a_r
 #[test]
 fn apply_to_midieditor_writes_its_two_keys_and_keeps_the_others() {
     let _one = lock();
-    let rig = Rig::new();
+    let rig = Rig::new(true);
     rig.seed_settings(json!({
         "iceServers": [{"url": "turn:10.9.9.9:3478?transport=udp", "username": "u:1", "credential": "p@ss"}]
     }));
@@ -762,7 +487,7 @@ fn apply_to_midieditor_writes_its_two_keys_and_keeps_the_others() {
             .expect("sample INI");
     std::fs::write(&ini, &original).unwrap();
 
-    let app = rig.launch();
+    let app = launch(&rig);
     app.code();
     app.open_settings();
     app.click("#apply-midieditor");
@@ -814,12 +539,12 @@ fn apply_to_midieditor_writes_its_two_keys_and_keeps_the_others() {
 #[test]
 fn a_corrupt_settings_file_is_set_aside_and_a_second_launch_leaves_the_first_running() {
     let _one = lock();
-    let rig = Rig::new();
+    let rig = Rig::new(true);
     std::fs::create_dir_all(rig.app_config()).unwrap();
     let file = rig.app_config().join("settings.json");
     std::fs::write(&file, b"{\"settings\": {\"displayName\": \"half a fi").unwrap();
 
-    let app = rig.launch();
+    let app = launch(&rig);
     app.code();
     let warning = app.wait_js(
         Duration::from_secs(10),
@@ -857,5 +582,88 @@ fn a_corrupt_settings_file_is_set_aside_and_a_second_launch_leaves_the_first_run
     // The first still answers.
     let code = app.code();
     assert_eq!(code.len(), 4);
+    app.close();
+}
+
+#[test]
+fn test_connection_gives_a_verdict_in_words_and_reports_each_server() {
+    let _one = lock();
+    let rig = Rig::new(true);
+    rig.seed_settings(json!({}));
+    let app = launch(&rig);
+    app.open_settings();
+
+    // The bundled rendezvous, reached at the address joiners use: Good.
+    app.click("#check-run");
+    let verdict = app.wait_js(
+        Duration::from_secs(30),
+        "the verdict",
+        "const v = document.getElementById('check-verdict'); return v.dataset.verdict ? [v.dataset.verdict, v.textContent, v.className] : null;",
+    );
+    eprintln!("verdict: {verdict}");
+    assert_eq!(verdict[0], json!("good"), "{verdict}");
+    assert!(
+        verdict[1].as_str().unwrap().starts_with("Good"),
+        "said in words: {verdict}"
+    );
+    let stages = app.js(
+        "return [...document.querySelectorAll('#check-stages tbody tr')].map(r => r.cells[1].textContent);",
+    );
+    let stages = stages.as_array().unwrap();
+    assert!(stages.len() >= 5, "{stages:?}");
+    assert!(stages.iter().all(|s| s == "✔ Passed"), "{stages:?}");
+    assert_eq!(
+        app.js("return document.getElementById('check-copy').disabled;"),
+        json!(false),
+        "details can be copied"
+    );
+
+    // A STUN server where nothing answers (this namespace's loopback) is
+    // named unreachable, and the headline says the jam works but that
+    // server failed. The jam's code is unchanged: the test used its own.
+    let code = app.code();
+    app.click("#ice-add");
+    app.type_into(
+        "#ice-table tbody tr:last-child td:nth-child(1) input",
+        "stun:127.0.0.1:9",
+    );
+    app.js("document.getElementById('check-verdict').dataset.verdict = ''; return true;");
+    app.click("#check-run");
+    let verdict = app.wait_js(
+        Duration::from_secs(30),
+        "the second verdict",
+        "const v = document.getElementById('check-verdict'); return v.dataset.verdict ? [v.dataset.verdict, v.textContent, v.className] : null;",
+    );
+    eprintln!("verdict with a dead STUN server: {verdict}");
+    assert!(
+        verdict[2].as_str().unwrap().contains("warning"),
+        "{verdict}"
+    );
+    let server = app.js(
+        "const r = document.querySelector('#check-servers tbody tr'); return r ? [...r.cells].map(c => c.textContent) : null;",
+    );
+    eprintln!("server row: {server}");
+    assert_eq!(server[1], json!("✖ Failed"), "{server}");
+    assert!(
+        server[3]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("unreachable")
+            || server[3]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains("no answer")
+            || server[3]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains("refused"),
+        "{server}"
+    );
+    app.js("document.getElementById('check').scrollIntoView(); return true;");
+    app.screenshot("test-connection.png");
+    assert_eq!(app.code(), code, "the jam kept its code");
     app.close();
 }

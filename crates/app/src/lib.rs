@@ -8,7 +8,11 @@
 //!   AI's own settings, keeping every other key, after a backup.
 //! - [`session`]: the running jam (bundled rendezvous, host, LAN advert), its
 //!   state snapshot and events for the front end.
+//! - [`discover`]: the jams on the LAN for the Join view, and typed
+//!   addresses turned into rendezvous URLs.
 
+pub mod check;
+pub mod discover;
 pub mod midi_ports;
 pub mod midieditor;
 pub mod session;

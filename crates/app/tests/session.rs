@@ -1,0 +1,164 @@
+//! The running jam as the window sees it: real servers on loopback ports.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use app::session::{Jam, JamOptions, JamView, Level, Phase};
+use app::settings::Settings;
+use rdv::{Config, Rendezvous, RunningServer};
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn options() -> JamOptions {
+    JamOptions {
+        bind_ip: LOOPBACK,
+        ice_bind: vec![LOOPBACK],
+        resolve_mdns: false,
+    }
+}
+
+/// A free port (bound then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind((LOOPBACK, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn settings(port: u16) -> Settings {
+    Settings {
+        listen_port: port,
+        // Never on a real interface from a test.
+        advertise: false,
+        ..Settings::default()
+    }
+}
+
+async fn wait_view(jam: &Jam, what: &str, ok: impl Fn(&JamView) -> bool) -> JamView {
+    let mut rx = jam.subscribe();
+    let r = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            {
+                let v = rx.borrow_and_update();
+                if ok(&v) {
+                    return v.clone();
+                }
+            }
+            rx.changed().await.expect("jam view closed");
+        }
+    })
+    .await;
+    r.unwrap_or_else(|_| panic!("timed out waiting for {what}: {:?}", jam.view()))
+}
+
+async fn code_exists(base: &str, code: &str) -> bool {
+    let r = reqwest::get(format!("{base}/code/{code}")).await.unwrap();
+    r.status() == 200
+}
+
+#[tokio::test]
+async fn hosting_starts_with_a_code_on_the_configured_port() {
+    let port = free_port();
+    let jam = Jam::start(settings(port), options());
+    let v = wait_view(&jam, "a code", |v| v.code.is_some()).await;
+    assert_eq!(v.phase, Phase::Hosting);
+    assert_eq!(v.port, Some(port));
+    assert!(v.bundled);
+    assert_eq!(v.urls, vec![format!("http://127.0.0.1:{port}")]);
+    let code = v.code.unwrap();
+    assert!(code_exists(&v.urls[0], &code).await);
+    assert!(v.qr_svg.unwrap().contains("<svg"));
+    jam.stop().await;
+    // Stopped: the port is free again.
+    assert!(std::net::TcpListener::bind((LOOPBACK, port)).is_ok());
+}
+
+#[tokio::test]
+async fn a_busy_port_moves_to_the_next_free_one_and_says_so() {
+    let holder = std::net::TcpListener::bind((LOOPBACK, 0)).unwrap();
+    let busy = holder.local_addr().unwrap().port();
+    let jam = Jam::start(settings(busy), options());
+    let v = wait_view(&jam, "a code", |v| v.code.is_some()).await;
+    let port = v.port.unwrap();
+    assert!(port > busy, "{port} after busy {busy}");
+    let n = v
+        .notices
+        .iter()
+        .find(|n| n.level == Level::Warning)
+        .expect("a notice");
+    assert!(
+        n.message.contains(&busy.to_string()) && n.message.contains(&port.to_string()),
+        "{}",
+        n.message
+    );
+    jam.stop().await;
+}
+
+#[tokio::test]
+async fn switching_the_rendezvous_url_moves_the_jam_without_a_restart() {
+    let remote = RunningServer::start((LOOPBACK, 0).into(), Rendezvous::new(Config::default()))
+        .await
+        .unwrap();
+    let remote_url = format!("http://{}", remote.addr);
+    let port = free_port();
+    let jam = Jam::start(settings(port), options());
+    let first = wait_view(&jam, "a code", |v| v.code.is_some()).await;
+    let first_code = first.code.clone().unwrap();
+
+    let mut moved = settings(port);
+    moved.rendezvous_url = remote_url.clone();
+    jam.apply(moved.clone()).await;
+    let v = wait_view(&jam, "hosting at the remote", |v| {
+        !v.bundled && v.code.is_some() && v.phase == Phase::Hosting
+    })
+    .await;
+    assert_eq!(v.urls, vec![remote_url.clone()]);
+    assert_eq!(v.port, None, "the bundled rendezvous stopped");
+    assert!(code_exists(&remote_url, v.code.as_ref().unwrap()).await);
+    // The bundled one is gone, so its old code with it.
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port}/code/{first_code}"))
+            .await
+            .is_err()
+    );
+
+    // And back to the bundled one.
+    jam.apply(settings(port)).await;
+    let back = wait_view(&jam, "bundled again", |v| {
+        v.bundled && v.code.is_some() && v.phase == Phase::Hosting
+    })
+    .await;
+    assert_eq!(back.port, Some(port));
+    jam.stop().await;
+    remote.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_remote_rendezvous_fails_with_a_reason_and_is_retried() {
+    let dead = free_port();
+    let mut s = settings(free_port());
+    s.rendezvous_url = format!("http://127.0.0.1:{dead}");
+    let jam = Jam::start(s, options());
+    let v = wait_view(&jam, "the failure", |v| v.phase == Phase::Failed).await;
+    let n = v.notices.last().expect("a notice");
+    assert_eq!(n.level, Level::Error);
+    assert!(n.message.contains(&dead.to_string()), "{}", n.message);
+    // The rendezvous comes up on that port: the retry (every 5 s) hosts.
+    let server = RunningServer::start((LOOPBACK, dead).into(), Rendezvous::new(Config::default()))
+        .await
+        .unwrap();
+    let mut rx = jam.subscribe();
+    let hosted = tokio::time::timeout(Duration::from_secs(12), async {
+        loop {
+            if rx.borrow_and_update().phase == Phase::Hosting {
+                return;
+            }
+            rx.changed().await.unwrap();
+        }
+    })
+    .await;
+    assert!(hosted.is_ok(), "not retried: {:?}", jam.view());
+    jam.stop().await;
+    server.stop().await.unwrap();
+}

@@ -9,6 +9,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== type-check ui/ (JSDoc, tsc --checkJs)"
+tests/interop/node_modules/.bin/tsc --noEmit --allowJs --checkJs --target es2022 \
+  --module es2022 --lib es2022,dom,dom.iterable ui/main.js
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"

@@ -12,7 +12,6 @@
 //!   addresses turned into rendezvous URLs.
 
 pub mod check;
-pub mod discover;
 pub mod midi_ports;
 pub mod midieditor;
 pub mod session;

@@ -312,6 +312,14 @@ fn the_code_appears_and_a_joiner_shows_up_in_the_peer_list_then_leaves() {
         app.js("return document.getElementById('code').getAttribute('aria-live');"),
         json!("polite")
     );
+    // "Copy code" puts the code on the clipboard and says so.
+    app.click("#copy-code");
+    let said = app.wait_js(
+        Duration::from_secs(5),
+        "the copy confirmation",
+        "const t = document.getElementById('status').textContent; return t.startsWith('Copied') || t.startsWith('Copying') ? t : null;",
+    );
+    assert_eq!(said, json!(format!("Copied {code}.")));
 
     let mut joiner = rig.joiner(&url, &code, "Ada", 6.0);
     app.wait_js(

@@ -37,6 +37,9 @@ fn app_bin() -> String {
 
 /// Starts the app directly (no WebDriver) and waits for its `codeShown`
 /// line. Returns the child, the line, and the time from spawn to the line.
+// The child is returned; the caller kills and reaps it. On the panic paths
+// the benchmark ends and the rig's drop kills everything in its namespace.
+#[allow(clippy::zombie_processes)]
 fn start_app(rig: &Rig) -> (Child, Value, Duration) {
     let t = Instant::now();
     let mut child = Command::new(app_bin())

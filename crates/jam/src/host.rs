@@ -26,6 +26,14 @@ use crate::signal::{HostSession, SignalError, Signaller, Target};
 
 /// The data channel MidiEditor joiners open and speak framed JSON on.
 pub const MIDIEDITOR_CHANNEL: &str = "midieditor";
+/// The data channel our own joiners open for live MIDI (see [`live`] and
+/// `docs/midi-frames.md`).
+pub const MIDI_CHANNEL: &str = "midi";
+
+mod live;
+pub use live::{
+    MidiEvent, MidiStats, PeerMidi, SendMidiError, MIDI_EVENTS, MIDI_QUEUE, RELAY_SLOW_NS,
+};
 
 /// Joiners being answered at once; more offers wait for the next round. A
 /// flood of offers cannot start unbounded PeerConnections.
@@ -139,6 +147,8 @@ enum Cmd {
     Chat {
         text: String,
     },
+    /// Live MIDI: local input, mutes, panic, activity.
+    Midi(live::MidiCmd),
     Stop {
         done: oneshot::Sender<()>,
     },
@@ -148,6 +158,7 @@ enum Cmd {
 pub struct Host {
     cmd: mpsc::Sender<Cmd>,
     events: broadcast::Sender<HostEvent>,
+    midi: live::MidiShared,
     engine: JoinHandle<()>,
 }
 
@@ -183,6 +194,7 @@ impl Host {
             ..JamConfig::default()
         });
         let registry = Registry::for_jam(jam.config());
+        let midi = live::MidiShared::new();
         let (session_tx, session_rx) = tokio::sync::watch::channel(session);
         let signalling = tokio::spawn(signalling_loop(
             signaller.clone(),
@@ -201,12 +213,14 @@ impl Host {
             events: events.clone(),
             cmd: cmd_tx.clone(),
             origin: Instant::now(),
+            live: live::Live::new(midi.clone()),
         };
         let task = tokio::spawn(engine.run(cmd_rx, signalling));
         Ok((
             Host {
                 cmd: cmd_tx,
                 events,
+                midi,
                 engine: task,
             },
             first_rx,
@@ -218,7 +232,14 @@ impl Host {
     pub fn clone_handle(&self) -> HostControl {
         HostControl {
             cmd: self.cmd.clone(),
+            midi: self.midi.clone(),
         }
+    }
+
+    /// Messages routed to the host's local MIDI output; see
+    /// [`HostControl::midi_events`].
+    pub fn midi_events(&self) -> broadcast::Receiver<MidiEvent> {
+        self.midi.events_subscribe()
     }
 
     /// A receiver of every event from now on. Slow receivers skip events
@@ -252,6 +273,7 @@ impl Host {
 #[derive(Clone)]
 pub struct HostControl {
     cmd: mpsc::Sender<Cmd>,
+    midi: live::MidiShared,
 }
 
 impl HostControl {
@@ -310,9 +332,17 @@ async fn signalling_loop(
     let mut failures: u32 = 0;
     loop {
         let session = session_tx.borrow().clone();
+        let asked = Instant::now();
         match signaller.next_offers(&session, &seen).await {
             Ok(offers) => {
                 failures = 0;
+                // The bundled rendezvous waits until an offer comes; nothing
+                // at once means it could not wait (its long-poll budget is
+                // used up, or it is shutting down). Without a pause this
+                // loop would spin a core and never yield to the runtime.
+                if offers.is_empty() && asked.elapsed() < Duration::from_millis(50) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 for offer in offers {
                     // At most MAX_ANSWERING PeerConnections are being set up
                     // at once; further offers wait here for a free slot.
@@ -448,6 +478,8 @@ struct LinkSlot {
     /// Whether its `midieditor` channel was ever opened (the protocol knows
     /// the peer only from then on).
     channel_open: bool,
+    /// The writer queue of its `midi` channel, while that is open.
+    midi_out: Option<mpsc::Sender<Bytes>>,
 }
 
 struct Engine {
@@ -462,6 +494,7 @@ struct Engine {
     events: broadcast::Sender<HostEvent>,
     cmd: mpsc::Sender<Cmd>,
     origin: Instant,
+    live: live::Live,
 }
 
 impl Engine {
@@ -489,6 +522,9 @@ impl Engine {
             }
         };
         signalling.abort();
+        // Note Offs for everything still sounding go out before the links
+        // close (the farewell gives the writers time to flush).
+        self.midi_release_all();
         let s = self.session.borrow().clone();
         self.signaller.close(&s).await;
         self.farewell().await;
@@ -503,6 +539,17 @@ impl Engine {
             if let Some(joiner_id) = self.joiner_ids.remove(&peer.id) {
                 let session = self.session.borrow().clone();
                 self.signaller.release(&session, &joiner_id);
+            }
+            // Whatever made it leave, its notes are released everywhere.
+            self.midi_peer_left(peer.id);
+        }
+        // Our own joiners hear who else is in the jam (crate::roster).
+        if let HostEvent::Peer(p) = &e {
+            let frames = crate::roster::frames_for(p, self.registry.peers(), self.jam.config());
+            for (to, frame) in frames {
+                if let Some(slot) = self.links.get(&to) {
+                    let _ = slot.out.try_send(Bytes::from(frame));
+                }
             }
         }
         let _ = self.events.send(e);
@@ -539,6 +586,7 @@ impl Engine {
                         link,
                         out,
                         channel_open: false,
+                        midi_out: None,
                     },
                 );
             }
@@ -565,6 +613,7 @@ impl Engine {
                     }),
                 }
             }
+            Cmd::Midi(c) => self.on_midi_cmd(c),
             Cmd::Stop { .. } => {}
         }
     }
@@ -589,8 +638,23 @@ impl Engine {
             LinkEvent::State(LinkState::Failed | LinkState::Closed) => {
                 self.drop_link(peer, LeaveReason::Closed);
             }
-            // Other channels (live MIDI) and intermediate states are not
-            // this engine's business yet.
+            LinkEvent::Message { label, data, .. } if label == MIDI_CHANNEL => {
+                self.on_midi_frame(peer, &data);
+            }
+            LinkEvent::ChannelOpen { label } if label == MIDI_CHANNEL => {
+                self.midi_channel_opened(peer);
+            }
+            LinkEvent::ChannelClosed { label } if label == MIDI_CHANNEL => {
+                self.midi_unroute(peer, true);
+            }
+            // The link is lost for now (no answer to consent checks for
+            // ~5 s: a killed or unplugged joiner). Its notes must not hang
+            // for the 25 s more it takes to fail; it is routed again if it
+            // comes back.
+            LinkEvent::State(LinkState::Disconnected) => self.midi_unroute(peer, false),
+            LinkEvent::State(LinkState::Connected) => self.midi_maybe_route(peer),
+            // Other channels and intermediate states are not this
+            // engine's business.
             _ => {}
         }
     }
@@ -661,6 +725,9 @@ impl Engine {
                     }
                     for e in self.registry.apply(now, &ev) {
                         self.emit(HostEvent::Peer(e));
+                    }
+                    if let PeerEvent::Joined { peer, .. } = &ev {
+                        self.midi_maybe_route(*peer);
                     }
                 }
             }

@@ -8,6 +8,9 @@
 //! - [`signal`]: reaching the rendezvous, in process or over HTTP.
 //! - [`host`]: ties them together into a running host.
 //! - [`offer`]: the joiner's side of WebRTC (the connection test's offerer).
+//! - [`joiner`]: the app as a joiner: join a jam hosted by MidiEditor or by
+//!   this app, keep the session and the peer list.
+//! - [`roster`]: the peer-list frames our host sends our joiners.
 //! - [`check`]: "Test connection": rendezvous health, a WebRTC loopback
 //!   through it, and STUN/TURN server checks.
 
@@ -15,11 +18,16 @@ pub mod check;
 pub mod framing;
 pub mod host;
 pub mod ice;
+pub mod joiner;
 pub mod net;
 pub mod offer;
 pub mod protocol;
 pub mod registry;
+pub mod roster;
 pub mod rtc;
 pub mod signal;
+/// The MIDI crate the host relays with (frames, router, ports), re-exported
+/// so users of the jam need no second dependency to speak the `midi` channel.
+pub use midi;
 #[cfg(test)]
 mod test_rng;

@@ -54,6 +54,10 @@ pub const NUDGE_LIMIT: Duration = Duration::from_secs(15);
 /// reading pushes back on the data channel instead of growing memory.
 const EVENT_CAPACITY: usize = 64;
 
+/// Capacity of each extra channel's event queue (a `midi` channel carries
+/// many small messages); bounded for the same reason.
+const EXTRA_EVENT_CAPACITY: usize = 1024;
+
 /// Same ICE check pacing as our answerer (see [`crate::rtc`]): webrtc-rs's
 /// 200 ms default quantises connection setup.
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
@@ -98,8 +102,78 @@ pub struct Offerer {
     /// Becomes `true` when the channel opens; ends the nudge.
     opened: watch::Receiver<bool>,
     offer_sdp: String,
+    /// Channels opened next to the main one ([`Offerer::with_channels`]),
+    /// until taken.
+    extra: Vec<OffererChannel>,
     /// Set by [`Offerer::close`] so that `Drop` does not close a second time.
     closed: bool,
+}
+
+/// One more data channel of an [`Offerer`] (our joiners' `midi` channel),
+/// with its own events. Taken out with [`Offerer::take_channel`]; it works
+/// while the offerer's connection lives. Its events must be read: once
+/// 1024 wait, the connection stops reading (backpressure, as in
+/// [`crate::rtc`]).
+pub struct OffererChannel {
+    label: String,
+    channel: Arc<dyn DataChannel>,
+    events: mpsc::Receiver<OffererEvent>,
+}
+
+impl std::fmt::Debug for OffererChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OffererChannel")
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OffererChannel {
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Sends one binary message (after [`OffererEvent::Open`]).
+    pub async fn send(&self, data: Bytes) -> Result<(), RtcError> {
+        self.channel
+            .send(BytesMut::from(data))
+            .await
+            .map_err(|err| RtcError::Send(err.to_string()))
+    }
+
+    /// The next event of this channel; `None` once it is gone.
+    pub async fn next_event(&mut self) -> Option<OffererEvent> {
+        self.events.recv().await
+    }
+
+    /// A handle that only sends, for a task other than the one reading.
+    pub fn sender(&self) -> OffererSender {
+        OffererSender {
+            channel: self.channel.clone(),
+        }
+    }
+}
+
+/// Sends on an [`OffererChannel`] from anywhere; cheap to clone.
+#[derive(Clone)]
+pub struct OffererSender {
+    channel: Arc<dyn DataChannel>,
+}
+
+impl std::fmt::Debug for OffererSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OffererSender").finish_non_exhaustive()
+    }
+}
+
+impl OffererSender {
+    /// Sends one binary message (after the channel opened).
+    pub async fn send(&self, data: Bytes) -> Result<(), RtcError> {
+        self.channel
+            .send(BytesMut::from(data))
+            .await
+            .map_err(|err| RtcError::Send(err.to_string()))
+    }
 }
 
 impl std::fmt::Debug for Offerer {
@@ -119,6 +193,17 @@ impl Offerer {
     ///
     /// Must run inside a multi-threaded Tokio runtime.
     pub async fn new(cfg: &RtcConfig, label: &str) -> Result<Offerer, RtcError> {
+        Self::with_channels(cfg, label, &[]).await
+    }
+
+    /// Like [`Offerer::new`], with more in-band channels (reliable, ordered)
+    /// created after `label`, in order, and offered with it: what our own
+    /// joiners do with `midi`. Take each with [`Offerer::take_channel`].
+    pub async fn with_channels(
+        cfg: &RtcConfig,
+        label: &str,
+        extra: &[&str],
+    ) -> Result<Offerer, RtcError> {
         let udp_addrs: Vec<SocketAddr> = crate::rtc::bind_addrs(&cfg.bind_ips)?;
         let (gathered_tx, mut gathered_rx) = watch::channel(false);
         let (state_tx, state_rx) = watch::channel(LinkState::New);
@@ -162,6 +247,23 @@ impl Offerer {
         let (events_tx, events) = mpsc::channel(EVENT_CAPACITY);
         let (opened_tx, opened) = watch::channel(false);
         tokio::spawn(pump(channel.clone(), events_tx, opened_tx));
+        let mut extra_channels = Vec::new();
+        for extra_label in extra {
+            let ch = pc
+                .create_data_channel(extra_label, None)
+                .await
+                .map_err(|err| RtcError::Setup(format!("creating {extra_label:?}: {err}")))?;
+            let (tx, rx) = mpsc::channel(EXTRA_EVENT_CAPACITY);
+            // Its own "opened" flag is not needed: the nudge ends when the
+            // main channel opens, and every channel opens with the same
+            // SCTP association.
+            tokio::spawn(pump(ch.clone(), tx, watch::channel(false).0));
+            extra_channels.push(OffererChannel {
+                label: (*extra_label).to_owned(),
+                channel: ch,
+                events: rx,
+            });
+        }
 
         let offer = pc
             .create_offer(None)
@@ -189,6 +291,7 @@ impl Offerer {
             state: state_rx,
             opened,
             offer_sdp,
+            extra: extra_channels,
             closed: false,
         })
     }
@@ -235,6 +338,13 @@ impl Offerer {
             .send(BytesMut::from(data))
             .await
             .map_err(|err| RtcError::Send(err.to_string()))
+    }
+
+    /// Takes the extra channel `label` (see [`Offerer::with_channels`]);
+    /// `None` if there is none or it was taken.
+    pub fn take_channel(&mut self, label: &str) -> Option<OffererChannel> {
+        let i = self.extra.iter().position(|c| c.label == label)?;
+        Some(self.extra.remove(i))
     }
 
     /// The next channel event; `None` once the channel is gone and every

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod check_cmd;
 mod host_cmd;
+mod join_cmd;
 use rdv::guard::GuardLimits;
 use rdv::table::TableLimits;
 use rdv::{Config, Rendezvous};
@@ -38,6 +39,13 @@ enum Command {
     /// verdict is Good or Acceptable and every listed STUN/TURN server works,
     /// 1 otherwise (see docs/connection-test.md).
     Check(check_cmd::CheckArgs),
+    /// Join a jam (hosted by MidiEditor or by this app) and stay in it.
+    ///
+    /// By address (--url, with --code) or found on the LAN (--browse-on).
+    /// Exit status 0 when joined; 3 wrong code, 4 jam full, 5 unreachable,
+    /// 6 WebRTC connection failed, 7 the jam ended early, 8 no jam found
+    /// (see docs/joining.md).
+    Join(join_cmd::JoinArgs),
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -243,6 +251,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime.block_on(run_serve(args)),
         Command::Host(args) => runtime.block_on(host_cmd::run(args)),
         Command::Check(args) => return runtime.block_on(check_cmd::run(args)),
+        Command::Join(args) => return runtime.block_on(join_cmd::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,477 @@
+//! Live MIDI on the host: the `midi` data channel of our own joiners,
+//! relayed through the host (the hub of a star), plus the host's own input
+//! and output.
+//!
+//! The routing and the "no stuck notes" logic are `midi::Router`, a pure
+//! state machine; this is its async edge inside the engine task:
+//!
+//! - a peer is **routed** once its `midi` channel is open *and* it was
+//!   welcomed on `midieditor` (so a stranger cannot play without counting
+//!   towards `max_peers`), and stops being routed when the channel closes,
+//!   the link is lost (ICE `Disconnected`: consent checks went unanswered
+//!   for ~5 s, the sign of a killed or unplugged joiner, which a SCTP close
+//!   never announces), or it leaves the jam for any reason (closed, kicked,
+//!   silent, ghost, stalled). Each of those releases the notes and pedals it
+//!   left sounding, on every output that played them: the other peers get
+//!   a release frame, the local output Note Offs on [`HostControl::midi_events`].
+//!   A link that comes back from `Disconnected` is routed again.
+//! - frames from a routed peer go to the local output (unless muted) and to
+//!   every other routed peer, re-stamped with the sender's peer id as origin.
+//! - MidiEditor joiners never open `midi`: none of this touches them.
+//!
+//! Each routed peer has its own writer task and a bounded queue of
+//! [`MIDI_QUEUE`] frames; a peer whose queue is full is kicked as stalled
+//! (its releases still go out to the others), rather than let one dead link
+//! hold MIDI back for everyone or grow memory.
+//!
+//! The relay stays on the engine task: decoding a frame, tracking its notes
+//! and queueing it for each peer takes a few microseconds
+//! ([`MidiStats::relay_ns_max`] measures it in place), far below the
+//! WebRTC stack's own cost.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ::midi::router::Routed;
+use ::midi::{Activity, Link, MidiMessage, Origin, Parser, Router, RouterConfig};
+use bytes::Bytes;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::{Cmd, Engine, HostControl, MIDI_CHANNEL};
+use crate::protocol::{LeaveReason, PeerId};
+
+/// Frames queued for one peer's `midi` channel; when full, the peer is
+/// kicked as stalled. 4096 frames (~0.5 MB at most) hold several seconds of
+/// a whole band's playing, and ~150 ms of a benchmark's 28,000 frames a
+/// second to one peer: enough to ride out a busy machine (1024 was seen to
+/// fill under a saturating benchmark on 2 loaded cores), small enough that
+/// a dead link is noticed.
+pub const MIDI_QUEUE: usize = 4096;
+
+/// The relay time goal per frame (50 µs); slower frames are counted in
+/// [`MidiStats::relay_slow`].
+pub const RELAY_SLOW_NS: u64 = 50_000;
+
+/// Routed messages kept for slow local-output receivers (see
+/// [`HostControl::midi_events`]).
+pub const MIDI_EVENTS: usize = 4096;
+
+/// A message for the host's local MIDI output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MidiEvent {
+    /// The peer who played it; `None` for the host's own (a panic's All
+    /// Notes Off).
+    pub peer: Option<PeerId>,
+    /// The sender's timestamp, µs since the UNIX epoch (0 if unknown).
+    pub time_us: u64,
+    pub message: MidiMessage,
+    /// Made by the release logic (the peer left or stalled, a mute, a
+    /// panic), not played.
+    pub release: bool,
+}
+
+/// One row of [`HostControl::midi_activity`]: the light next to a peer.
+/// Its `activity.last_us` is in µs since the UNIX epoch (the host's clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerMidi {
+    /// `None` for the host's own input.
+    pub peer: Option<PeerId>,
+    pub activity: Activity,
+}
+
+/// Counters of the relay, readable at any time without asking the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MidiStats {
+    /// Frames received on `midi` channels (valid or not).
+    pub frames_in: u64,
+    /// Frames refused by the decoder.
+    pub frames_bad: u64,
+    /// Frames queued for peers (relayed, local input, releases).
+    pub frames_out: u64,
+    /// Messages handed to the local output receivers.
+    pub local_out: u64,
+    /// Time the engine spent per received frame, from the event to every
+    /// frame queued and every local message broadcast.
+    pub relay_ns_total: u64,
+    pub relay_ns_max: u64,
+    /// Received frames whose relay took over [`RELAY_SLOW_NS`] (the goal
+    /// is that none does; a preempted engine thread is the usual cause).
+    pub relay_slow: u64,
+    /// Peers kicked because their `midi` queue was full.
+    pub stalled: u64,
+}
+
+impl MidiStats {
+    /// Mean time per received frame, in nanoseconds.
+    pub fn relay_ns_mean(&self) -> u64 {
+        self.relay_ns_total.checked_div(self.frames_in).unwrap_or(0)
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    frames_in: AtomicU64,
+    frames_bad: AtomicU64,
+    frames_out: AtomicU64,
+    local_out: AtomicU64,
+    relay_ns_total: AtomicU64,
+    relay_ns_max: AtomicU64,
+    relay_slow: AtomicU64,
+    stalled: AtomicU64,
+}
+
+/// What [`Host`](super::Host) and every [`HostControl`] share for MIDI.
+#[derive(Clone)]
+pub(super) struct MidiShared {
+    events: broadcast::Sender<MidiEvent>,
+    counters: Arc<Counters>,
+}
+
+impl MidiShared {
+    pub(super) fn new() -> MidiShared {
+        MidiShared {
+            events: broadcast::channel(MIDI_EVENTS).0,
+            counters: Arc::default(),
+        }
+    }
+
+    pub(super) fn events_subscribe(&self) -> broadcast::Receiver<MidiEvent> {
+        self.events.subscribe()
+    }
+}
+
+/// MIDI commands for the engine.
+pub(super) enum MidiCmd {
+    Local {
+        time_us: u64,
+        messages: Vec<MidiMessage>,
+    },
+    Mute {
+        peer: PeerId,
+        muted: bool,
+    },
+    Panic,
+    Activity {
+        reply: oneshot::Sender<Vec<PeerMidi>>,
+    },
+}
+
+/// The engine's MIDI state.
+pub(super) struct Live {
+    router: Router,
+    /// Reused for every frame so the relay path allocates only the frame
+    /// it forwards.
+    routed: Routed,
+    shared: MidiShared,
+    /// Peers muted by the host, kept until they leave the jam (the router
+    /// forgets an origin's mute when its link is unrouted, which a lost
+    /// link or a reopened channel also does). Bounded by the peers known.
+    muted: Vec<PeerId>,
+}
+
+impl Live {
+    pub(super) fn new(shared: MidiShared) -> Live {
+        Live {
+            router: Router::new(RouterConfig::host()),
+            routed: Routed::default(),
+            shared,
+            muted: Vec::new(),
+        }
+    }
+}
+
+/// Why [`HostControl::send_midi`] did not take the bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendMidiError {
+    #[error("the host's command queue is full; the MIDI was dropped")]
+    Busy,
+    #[error("the host has stopped")]
+    Stopped,
+}
+
+fn link(peer: PeerId) -> Link {
+    Link(peer.0)
+}
+
+fn peer_of(origin: Origin) -> Option<PeerId> {
+    origin.via().map(|l| PeerId(l.0))
+}
+
+impl HostControl {
+    /// Plays raw MIDI bytes from the host's own input (whole messages, as an
+    /// OS port's callback delivers them; running status inside one call is
+    /// fine) to every peer with a `midi` channel, stamped now.
+    ///
+    /// Never waits, so it can be called from a MIDI backend's thread:
+    /// fails with [`SendMidiError::Busy`] when the engine is that far behind.
+    pub fn send_midi(&self, bytes: &[u8]) -> Result<(), SendMidiError> {
+        let messages = Parser::new().parse(bytes);
+        self.send_midi_messages(::midi::wall_us(), messages)
+    }
+
+    /// Like [`send_midi`](Self::send_midi) with parsed messages and their
+    /// own timestamp (µs since the UNIX epoch).
+    pub fn send_midi_messages(
+        &self,
+        time_us: u64,
+        messages: Vec<MidiMessage>,
+    ) -> Result<(), SendMidiError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        self.cmd
+            .try_send(Cmd::Midi(MidiCmd::Local { time_us, messages }))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SendMidiError::Busy,
+                mpsc::error::TrySendError::Closed(_) => SendMidiError::Stopped,
+            })
+    }
+
+    /// Every message routed to the host's local output from now on: peers'
+    /// playing (unless muted) and the Note Offs of the release logic.
+    ///
+    /// Bounded ([`MIDI_EVENTS`]): a receiver that falls behind gets
+    /// `Lagged` and has lost messages, Note Offs possibly among them, so it
+    /// should silence its output then (All Notes Off on every channel).
+    pub fn midi_events(&self) -> broadcast::Receiver<MidiEvent> {
+        self.midi.events_subscribe()
+    }
+
+    /// Mutes (or unmutes) a peer on the local output. Muting releases the
+    /// notes it holds there; it is still heard by the other peers.
+    pub async fn set_muted(&self, peer: PeerId, muted: bool) {
+        let _ = self
+            .cmd
+            .send(Cmd::Midi(MidiCmd::Mute { peer, muted }))
+            .await;
+    }
+
+    /// Releases every sounding note and pedal on every output that holds
+    /// one, and sends All Notes Off on every channel of the local output.
+    pub async fn panic(&self) {
+        let _ = self.cmd.send(Cmd::Midi(MidiCmd::Panic)).await;
+    }
+
+    /// The activity light of every peer that played (and of the host's own
+    /// input), for the peer list.
+    pub async fn midi_activity(&self) -> Vec<PeerMidi> {
+        let (reply, wait) = oneshot::channel();
+        if self
+            .cmd
+            .send(Cmd::Midi(MidiCmd::Activity { reply }))
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        wait.await.unwrap_or_default()
+    }
+
+    /// The relay's counters so far.
+    pub fn midi_stats(&self) -> MidiStats {
+        let c = &self.midi.counters;
+        MidiStats {
+            frames_in: c.frames_in.load(Ordering::Relaxed),
+            frames_bad: c.frames_bad.load(Ordering::Relaxed),
+            frames_out: c.frames_out.load(Ordering::Relaxed),
+            local_out: c.local_out.load(Ordering::Relaxed),
+            relay_ns_total: c.relay_ns_total.load(Ordering::Relaxed),
+            relay_ns_max: c.relay_ns_max.load(Ordering::Relaxed),
+            relay_slow: c.relay_slow.load(Ordering::Relaxed),
+            stalled: c.stalled.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Engine {
+    pub(super) fn on_midi_cmd(&mut self, c: MidiCmd) {
+        let now = ::midi::wall_us();
+        let mut out = std::mem::take(&mut self.live.routed);
+        match c {
+            MidiCmd::Local { time_us, messages } => {
+                self.live
+                    .router
+                    .local_input(now, time_us, &messages, &mut out);
+            }
+            MidiCmd::Mute { peer, muted } => {
+                self.live.muted.retain(|p| *p != peer);
+                if muted && self.links.contains_key(&peer) {
+                    self.live.muted.push(peer);
+                }
+                self.live
+                    .router
+                    .set_muted(now, Origin::peer(link(peer)), muted, &mut out);
+            }
+            MidiCmd::Panic => self.live.router.panic(now, &mut out),
+            MidiCmd::Activity { reply } => {
+                let rows = self
+                    .live
+                    .router
+                    .activity()
+                    .into_iter()
+                    .map(|(origin, activity)| PeerMidi {
+                        peer: peer_of(origin),
+                        activity,
+                    })
+                    .collect();
+                let _ = reply.send(rows);
+            }
+        }
+        self.deliver_midi(&mut out);
+        self.live.routed = out;
+    }
+
+    /// A frame on a peer's `midi` channel: the relay's hot path.
+    pub(super) fn on_midi_frame(&mut self, peer: PeerId, data: &[u8]) {
+        let started = Instant::now();
+        let counters = self.live.shared.counters.clone();
+        counters.frames_in.fetch_add(1, Ordering::Relaxed);
+        let mut out = std::mem::take(&mut self.live.routed);
+        if self
+            .live
+            .router
+            .frame(::midi::wall_us(), link(peer), data, &mut out)
+            .is_err()
+        {
+            counters.frames_bad.fetch_add(1, Ordering::Relaxed);
+        }
+        self.deliver_midi(&mut out);
+        self.live.routed = out;
+        let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        counters.relay_ns_total.fetch_add(ns, Ordering::Relaxed);
+        counters.relay_ns_max.fetch_max(ns, Ordering::Relaxed);
+        if ns > RELAY_SLOW_NS {
+            counters.relay_slow.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The `midi` channel of `peer` opened: give it a writer, and route it
+    /// if it is welcomed already.
+    pub(super) fn midi_channel_opened(&mut self, peer: PeerId) {
+        let Some(slot) = self.links.get_mut(&peer) else {
+            return;
+        };
+        let (tx, mut rx) = mpsc::channel::<Bytes>(MIDI_QUEUE);
+        let writer = slot.link.clone();
+        tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                if writer.send(MIDI_CHANNEL, frame).await.is_err() {
+                    break;
+                }
+            }
+        });
+        slot.midi_out = Some(tx);
+        self.midi_maybe_route(peer);
+    }
+
+    /// Routes `peer` if its `midi` channel is open, it was welcomed and its
+    /// link is up (called on each of those events).
+    pub(super) fn midi_maybe_route(&mut self, peer: PeerId) {
+        let ready = self.links.get(&peer).is_some_and(|s| {
+            s.midi_out.is_some() && s.link.state() != crate::rtc::LinkState::Disconnected
+        }) && self.jam.peer(peer).is_some_and(|p| p.is_welcomed());
+        if !ready || self.live.router.is_routed(link(peer)) {
+            return;
+        }
+        if !self.live.router.link_opened(link(peer)) {
+            let _ = self.events.send(super::HostEvent::Error {
+                message: format!("{peer} cannot get live MIDI: too many MIDI peers"),
+            });
+            return;
+        }
+        if self.live.muted.contains(&peer) {
+            // Nothing sounds yet, so this releases nothing.
+            let mut out = Routed::default();
+            self.live
+                .router
+                .set_muted(::midi::wall_us(), Origin::peer(link(peer)), true, &mut out);
+            self.deliver_midi(&mut out);
+        }
+    }
+
+    /// `peer` left the jam (for any reason): released everywhere, and its
+    /// mute forgotten.
+    pub(super) fn midi_peer_left(&mut self, peer: PeerId) {
+        self.live.muted.retain(|p| *p != peer);
+        self.midi_unroute(peer, true);
+    }
+
+    /// `peer` no longer takes part in MIDI (channel closed, link lost, or
+    /// gone from the jam): release what it left sounding everywhere.
+    /// `forget_writer` when its channel is gone for good.
+    pub(super) fn midi_unroute(&mut self, peer: PeerId, forget_writer: bool) {
+        if forget_writer {
+            if let Some(slot) = self.links.get_mut(&peer) {
+                slot.midi_out = None;
+            }
+        }
+        let mut out = Routed::default();
+        self.live
+            .router
+            .link_closed(::midi::wall_us(), link(peer), &mut out);
+        self.deliver_midi(&mut out);
+    }
+
+    /// The host stops: every note it relayed or played is released on the
+    /// peers and the local output before the links close.
+    pub(super) fn midi_release_all(&mut self) {
+        let mut out = Routed::default();
+        self.live.router.release_all(::midi::wall_us(), &mut out);
+        self.deliver_midi(&mut out);
+    }
+
+    /// Carries out the router's output: frames onto the peers' queues,
+    /// local messages onto the broadcast. Leaves `out` empty.
+    fn deliver_midi(&mut self, out: &mut Routed) {
+        let counters = self.live.shared.counters.clone();
+        let mut stalled: Vec<PeerId> = Vec::new();
+        for (l, frame) in out.sends.drain(..) {
+            let peer = PeerId(l.0);
+            let Some(tx) = self.links.get(&peer).and_then(|s| s.midi_out.as_ref()) else {
+                continue;
+            };
+            match tx.try_send(frame) {
+                Ok(()) => {
+                    counters.frames_out.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    if !stalled.contains(&peer) {
+                        stalled.push(peer);
+                    }
+                }
+                // The writer ended: the channel is closing, its close
+                // event will unroute the peer.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        if !out.local.is_empty() {
+            counters
+                .local_out
+                .fetch_add(out.local.len() as u64, Ordering::Relaxed);
+            for d in out.local.drain(..) {
+                // No receiver is fine: the host may have no MIDI output.
+                let _ = self.live.shared.events.send(MidiEvent {
+                    peer: peer_of(d.origin),
+                    time_us: d.time_us,
+                    message: d.message,
+                    release: d.release,
+                });
+            }
+        }
+        for peer in stalled {
+            counters.stalled.fetch_add(1, Ordering::Relaxed);
+            // As for a full `midieditor` queue: the peer is dropped, and
+            // leaving releases its notes on everyone else.
+            let now = self.now();
+            let actions = self.jam.kick(now, peer, "stalled");
+            self.perform(actions);
+            self.drop_link(
+                peer,
+                LeaveReason::Kicked {
+                    reason: "stalled".into(),
+                },
+            );
+        }
+    }
+}

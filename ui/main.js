@@ -15,7 +15,7 @@ const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
 // ---------- tabs (arrow keys move between them, as a tablist should) ----------
 
-const tabs = [$("tab-host"), $("tab-settings")];
+const tabs = [$("tab-host"), $("tab-join"), $("tab-settings")];
 /** @param {HTMLElement} tab */
 function selectTab(tab) {
   for (const t of tabs) {
@@ -25,6 +25,7 @@ function selectTab(tab) {
     $(/** @type {string} */ (t.getAttribute("aria-controls"))).hidden = !on;
   }
   tab.focus();
+  if (tab.id === "tab-join") startBrowsing();
 }
 for (const t of tabs) {
   t.addEventListener("click", () => selectTab(t));
@@ -443,6 +444,91 @@ $("check-run").addEventListener("click", async () => {
 });
 $("check-copy").addEventListener("click", () => copy(checkDetails));
 
+// ---------- join ----------
+
+let browsing = false;
+async function startBrowsing() {
+  if (browsing) return;
+  browsing = true;
+  try {
+    renderLan(await invoke("browse_lan"));
+  } catch (err) {
+    browsing = false;
+    $("lan-summary").textContent = String(err);
+  }
+}
+
+/** @param {any} v */
+function renderLan(v) {
+  const body = /** @type {HTMLTableSectionElement} */ ($("lan-jams").querySelector("tbody"));
+  body.replaceChildren(...v.jams.map((/** @type {any} */ j) => {
+    const tr = document.createElement("tr");
+    tr.dataset.jamId = j.id;
+    // Our own advert comes back to us; show it as such, not as a jam to join.
+    const ours = !!view && view.urls.includes(j.url);
+    const access = ours ? "This app" : j.full ? "Full" : (j.open ? "Open" : "Code needed");
+    for (const text of [j.name, j.url, `${j.peers} of ${j.maxPeers}`, access]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.append(td);
+    }
+    const td = document.createElement("td");
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = "Join";
+    b.className = "join";
+    b.disabled = ours || j.full || !j.compatible;
+    b.setAttribute("aria-label", "Join " + j.name);
+    b.addEventListener("click", () => join({ found: j.id, code: /** @type {HTMLInputElement} */ ($("join-code")).value || null }));
+    td.append(b);
+    tr.append(td);
+    return tr;
+  }));
+  $("lan-summary").textContent = v.jams.length
+    ? `${v.jams.length} jam(s) found.`
+    : "No jam found yet. Jams announced on this network appear here by themselves.";
+}
+
+/** @param {{found?: string, address?: string, code: string|null}} args */
+async function join(args) {
+  $("joined").hidden = false;
+  say($("join-status"), "Joining…", "info");
+  try {
+    await invoke("join_jam", { found: args.found || null, address: args.address || null, code: args.code });
+  } catch (err) {
+    say($("join-status"), String(err), "error");
+  }
+}
+
+$("join-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  join({
+    address: /** @type {HTMLInputElement} */ ($("join-address")).value,
+    code: /** @type {HTMLInputElement} */ ($("join-code")).value || null,
+  });
+});
+$("join-leave").addEventListener("click", () => invoke("leave_jam"));
+
+/** @param {any} v */
+function renderJoin(v) {
+  $("joined").hidden = false;
+  const host = v.hostName ? `“${v.hostName}”` : "the jam";
+  if (v.phase === "connected") say($("join-status"), `Connected to ${host}` + (v.joinMs != null ? ` in ${Math.round(v.joinMs)} ms.` : "."), "ok");
+  else if (v.phase === "failed") say($("join-status"), v.errorMessage || "Could not join.", "error");
+  else if (v.phase === "left") say($("join-status"), "Left " + host + (v.leftReason ? ": " + v.leftReason : "."), "info");
+  else say($("join-status"), "Joining… (" + v.step + ")", "info");
+  $("joined").dataset.phase = v.phase;
+  const people = [];
+  if (v.hostName && v.phase === "connected") people.push(v.hostName + " (host)");
+  for (const p of v.peers) people.push((p.displayName || "(joining)") + (p.you ? " (you)" : ""));
+  $("join-peers").replaceChildren(...people.map((n) => {
+    const li = document.createElement("li");
+    li.textContent = n;
+    return li;
+  }));
+  /** @type {HTMLButtonElement} */ ($("join-leave")).disabled = v.phase === "left" || v.phase === "failed";
+}
+
 // ---------- closing with peers connected ----------
 
 const dialog = /** @type {HTMLDialogElement} */ ($("confirm-close"));
@@ -452,6 +538,8 @@ $("confirm-stay").addEventListener("click", () => dialog.close());
 // ---------- start ----------
 
 listen("jam-view", (/** @type {any} */ e) => renderView(e.payload));
+listen("lan-jams", (/** @type {any} */ e) => renderLan(e.payload));
+listen("join-view", (/** @type {any} */ e) => renderJoin(e.payload));
 listen("check-progress", (/** @type {any} */ e) => onCheckProgress(e.payload));
 listen("confirm-close", (/** @type {any} */ e) => {
   $("confirm-text").textContent = `${e.payload} peer(s) are connected. Quitting ends the jam for them.`;

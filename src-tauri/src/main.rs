@@ -42,6 +42,10 @@ struct Shell {
     options: JamOptions,
     /// One connection test at a time.
     checking: AtomicBool,
+    /// The LAN browser, while the Join view has been opened.
+    discovery: Mutex<Option<app::discover::Discovery>>,
+    /// The jam this app has joined, if any.
+    joined: Mutex<Option<jam::joiner::Joiner>>,
 }
 
 /// Clears a flag when dropped, whichever way the function ends.
@@ -238,6 +242,101 @@ async fn test_connection(
     Ok(app::check::outcome(report))
 }
 
+/// Starts looking for jams on the LAN (on the interfaces the settings name;
+/// none named: the LAN ones). The list goes to the window as `lan-jams`.
+#[tauri::command]
+async fn browse_lan(
+    app: AppHandle,
+    shell: State<'_, Arc<Shell>>,
+) -> Result<app::discover::DiscoveryView, String> {
+    let mut slot = shell.discovery.lock().await;
+    if let Some(d) = slot.as_ref() {
+        return Ok(d.view());
+    }
+    let names = shell.settings.lock().await.mdns_interfaces.clone();
+    let choice = if names.is_empty() {
+        lan::InterfaceChoice::DefaultLan
+    } else {
+        lan::InterfaceChoice::Named(names)
+    };
+    let d = tauri::async_runtime::spawn_blocking(move || app::discover::Discovery::start(choice))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("Cannot look for jams on the local network: {e}"))?;
+    let mut rx = d.subscribe();
+    let view = d.view();
+    tauri::async_runtime::spawn(async move {
+        loop {
+            let v = rx.borrow_and_update().clone();
+            let _ = app.emit("lan-jams", v);
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+    *slot = Some(d);
+    Ok(view)
+}
+
+/// Joins a jam: one found on the LAN (`found`, its id in the list) or a
+/// typed address, with a code unless the jam is open. Progress and the
+/// peers go to the window as `join-view`.
+#[tauri::command]
+async fn join_jam(
+    app: AppHandle,
+    shell: State<'_, Arc<Shell>>,
+    found: Option<String>,
+    address: Option<String>,
+    code: Option<String>,
+) -> Result<(), String> {
+    let settings = shell.settings.lock().await.clone();
+    let jam_found = match &found {
+        Some(id) => {
+            let d = shell.discovery.lock().await;
+            let list = d.as_ref().map(|d| d.jams()).unwrap_or_default();
+            Some(
+                list.into_iter()
+                    .find(|j| &j.id == id)
+                    .ok_or_else(|| "That jam is no longer on the local network.".to_owned())?,
+            )
+        }
+        None => None,
+    };
+    let target = match (&jam_found, &address) {
+        (Some(j), _) => app::joining::JoinTarget::Found(j),
+        (None, Some(a)) => app::joining::JoinTarget::Typed(a),
+        (None, None) => return Err("Choose a jam or type its address.".to_owned()),
+    };
+    let cfg = app::joining::join_config(&settings, target, code, &shell.options.ice_bind)?;
+    let old = shell.joined.lock().await.take();
+    if let Some(old) = old {
+        old.leave().await;
+    }
+    let (joiner, _events) = jam::joiner::Joiner::start(cfg);
+    let mut rx = joiner.watch();
+    tauri::async_runtime::spawn(async move {
+        loop {
+            let v = rx.borrow_and_update().clone();
+            let _ = app.emit("join-view", v);
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+    *shell.joined.lock().await = Some(joiner);
+    Ok(())
+}
+
+/// Leaves the joined jam (the host is told).
+#[tauri::command]
+async fn leave_jam(shell: State<'_, Arc<Shell>>) -> Result<(), String> {
+    let j = shell.joined.lock().await.take();
+    if let Some(j) = j {
+        j.leave().await;
+    }
+    Ok(())
+}
+
 /// Opens the log folder in the file manager; returns its path either way,
 /// so the window can show it where no file manager exists.
 #[tauri::command]
@@ -296,6 +395,15 @@ async fn quit(app: AppHandle, shell: State<'_, Arc<Shell>>) -> Result<(), String
 }
 
 async fn stop_and_exit(app: AppHandle, shell: Arc<Shell>) {
+    let joined = shell.joined.lock().await.take();
+    if let Some(j) = joined {
+        j.leave().await;
+    }
+    let discovery = shell.discovery.lock().await.take();
+    if let Some(d) = discovery {
+        // Stopping the browser joins its thread: off the async runtime.
+        let _ = tauri::async_runtime::spawn_blocking(move || d.stop()).await;
+    }
     let jam = shell.jam.lock().await.take();
     if let Some(jam) = jam {
         jam.stop().await;
@@ -323,6 +431,9 @@ fn main() {
             export_ice,
             apply_to_midieditor,
             test_connection,
+            browse_lan,
+            join_jam,
+            leave_jam,
             open_log_folder,
             code_shown,
             quit,
@@ -364,6 +475,8 @@ fn main() {
                 closing: AtomicBool::new(false),
                 options,
                 checking: AtomicBool::new(false),
+                discovery: Mutex::new(None),
+                joined: Mutex::new(None),
             });
             tauri_app.manage(shell);
             // Every change of the jam goes to the window as it happens.

@@ -85,9 +85,9 @@ fn launch(rig: &Rig) -> Session {
 fn http(port: u16, method: &str, path: &str, body: Option<&Value>, timeout: Duration) -> Value {
     // tauri-driver now and then closes a connection without a reply while
     // the webview is busy starting; the same request a moment later works.
-    // A click is not repeated: it may have happened, and the test's next
-    // wait tells.
-    if path.ends_with("/click") {
+    // A click (or a launch) is not repeated: it may have happened, and the
+    // test's next wait tells.
+    if path.ends_with("/click") || path == "/session" {
         return http_once(port, method, path, body, timeout);
     }
     for _ in 0..5 {
@@ -184,13 +184,32 @@ impl Session {
             .to_owned()
     }
 
+    /// Clicks like a user (WebDriver's pointer click) and checks that the
+    /// click reached the element; if it did not (a layout change between
+    /// WebDriver's scroll and its click, seen under load), clicks again.
     fn click(&self, css: &str) {
-        let e = self.find(css);
-        let r = self.call("POST", &format!("/element/{e}/click"), Some(json!({})));
-        assert!(
-            r["value"].is_null() || r.get("raw").is_some(),
-            "click {css}: {r}"
+        let arm = format!(
+            "const e = document.querySelector({}); if (!e) return false; window.__clicked = false; e.addEventListener('click', () => {{ window.__clicked = true; }}, {{once: true, capture: true}}); return true;",
+            json!(css)
         );
+        for attempt in 0..4 {
+            assert_eq!(self.js(&arm), json!(true), "no element {css}");
+            let e = self.find(css);
+            let r = self.call("POST", &format!("/element/{e}/click"), Some(json!({})));
+            assert!(
+                r["value"].is_null() || r.get("raw").is_some(),
+                "click {css}: {r}"
+            );
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(1500) {
+                if self.js("return window.__clicked === true;") == json!(true) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            eprintln!("click on {css} did not arrive (attempt {attempt}); again");
+        }
+        panic!("clicks on {css} never reached it");
     }
 
     /// Replaces an input's text. The element is clicked through WebDriver
@@ -687,5 +706,148 @@ fn test_connection_gives_a_verdict_in_words_and_reports_each_server() {
     app.js("document.getElementById('check').scrollIntoView(); return true;");
     app.screenshot("test-connection.png");
     assert_eq!(app.code(), code, "the jam kept its code");
+    app.close();
+}
+
+/// `midi-rdv` as built by `cargo test --workspace` (its own tests need it).
+fn midi_rdv() -> PathBuf {
+    let p = repo().join("target/debug/midi-rdv");
+    assert!(
+        p.exists(),
+        "{} missing: cargo build -p midi-rdv (cargo test --workspace builds it)",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn the_join_view_lists_a_lan_jam_joins_it_and_loses_it_when_it_stops() {
+    let _one = lock();
+    let rig = Rig::new(true);
+    rig.seed_settings(json!({"displayName": "Keys"}));
+    // "A friend's laptop" hosts an open jam, announced on its veth only.
+    let mut host = Command::new("ip")
+        .args(["netns", "exec", &rig.ns_b])
+        .arg(midi_rdv())
+        .args([
+            "host",
+            "--name",
+            "Bea",
+            "--port",
+            "8787",
+            "--advertise-on",
+            "vB",
+        ])
+        .args([
+            "--open",
+            "--json",
+            "--no-mdns",
+            "--ice-bind",
+            &rig.joiner_ip(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start midi-rdv host in namespace B");
+    let out = std::io::BufReader::new(host.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in out.lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let app = launch(&rig);
+    app.click("#tab-join");
+    let t = Instant::now();
+    app.wait_js(
+        Duration::from_secs(15),
+        "Bea's open jam in the list",
+        "return [...document.querySelectorAll('#lan-jams tbody tr')].some(r => r.cells[0].textContent === 'Bea' && r.cells[3].textContent === 'Open');",
+    );
+    eprintln!("listed {:?} after opening the Join view", t.elapsed());
+
+    // A wrong code typed with the address is refused in words.
+    app.type_into("#join-address", &format!("{}:8787", rig.joiner_ip()));
+    app.type_into("#join-code", "ZZZZ");
+    app.click("#join-go");
+    let said = app.wait_js(
+        Duration::from_secs(15),
+        "the wrong-code message",
+        "const s = document.getElementById('join-status'); return s.classList.contains('error') ? [document.getElementById('joined').dataset.phase, s.textContent] : null;",
+    );
+    eprintln!("wrong code: {said}");
+    assert_eq!(said[0], json!("failed"), "{said}");
+    assert!(
+        said[1].as_str().unwrap().to_lowercase().contains("code"),
+        "{said}"
+    );
+
+    // One click on the open jam joins it.
+    app.type_into("#join-code", "");
+    app.click("#lan-jams tbody tr button.join");
+    let status = app.wait_js(
+        Duration::from_secs(20),
+        "connected",
+        "return document.getElementById('joined').dataset.phase === 'connected' ? document.getElementById('join-status').textContent : null;",
+    );
+    eprintln!("{status}");
+    assert!(
+        status.as_str().unwrap().starts_with("Connected to “Bea”"),
+        "{status}"
+    );
+    let people = app.wait_js(
+        Duration::from_secs(5),
+        "the joined jam's people",
+        "const l = [...document.querySelectorAll('#join-peers li')].map(li => li.textContent); return l.includes('Bea (host)') ? l : null;",
+    );
+    eprintln!("people: {people}");
+    // The host lists us as this app.
+    let t = Instant::now();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("host events");
+        if line.contains("peerConnected") && line.contains("Keys") {
+            assert!(line.contains("thisApp"), "{line}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no peerConnected for Keys"
+        );
+    }
+    app.screenshot("join-view.png");
+
+    app.click("#join-leave");
+    app.wait_js(
+        Duration::from_secs(10),
+        "left",
+        "return document.getElementById('joined').dataset.phase === 'left';",
+    );
+    let t = Instant::now();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("host events");
+        if line.contains("peerLeft") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no peerLeft");
+    }
+
+    // The host stops (quit on stdin): the jam goes from the list.
+    {
+        use std::io::Write;
+        let mut stdin = host.stdin.take().unwrap();
+        let _ = writeln!(stdin, "quit");
+    }
+    let _ = host.wait();
+    app.wait_js(
+        Duration::from_secs(10),
+        "Bea gone from the list",
+        "return ![...document.querySelectorAll('#lan-jams tbody tr')].some(r => r.cells[0].textContent === 'Bea');",
+    );
     app.close();
 }

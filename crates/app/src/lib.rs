@@ -12,6 +12,8 @@
 //!   addresses turned into rendezvous URLs.
 
 pub mod check;
+pub mod discover;
+pub mod joining;
 pub mod midi_ports;
 pub mod midieditor;
 pub mod session;

@@ -123,27 +123,44 @@ function renderPeers(v) {
     const tr = document.createElement("tr");
     tr.dataset.peerId = String(p.id);
     const name = p.displayName || "(joining…)";
+    const midi = (v.midi || []).find((/** @type {any} */ m) => m.peer === p.id);
+    // The light is a symbol plus words, so it does not rely on colour.
+    const light = !midi ? "—" : midi.active ? "● playing" : midi.sounding ? "● holding" : "○ quiet";
     const cells = [
       name,
       CLIENTS[/** @type {keyof typeof CLIENTS} */ (p.client)] || p.client,
       STATES[/** @type {keyof typeof STATES} */ (p.state)] || p.state,
       p.rttMs == null ? "—" : (p.rttMs < 1 ? "< 1 ms" : Math.round(p.rttMs) + " ms"),
       ROUTES[/** @type {keyof typeof ROUTES} */ (p.route)] || p.route,
+      light,
     ];
     cells.forEach((text, i) => {
       const td = document.createElement("td");
       td.textContent = text;
       if (i === 2) td.className = "state-" + p.state;
+      if (i === 5) td.className = "light" + (midi && (midi.active || midi.sounding) ? " on" : "");
       tr.append(td);
     });
     const td = document.createElement("td");
+    const actions = document.createElement("div");
+    actions.className = "row";
+    const muted = !!(midi && midi.muted);
+    const m = document.createElement("button");
+    m.type = "button";
+    m.className = "mute";
+    m.textContent = muted ? "Unmute" : "Mute";
+    m.setAttribute("aria-pressed", String(muted));
+    m.setAttribute("aria-label", (muted ? "Unmute " : "Mute ") + name + " on this computer");
+    m.addEventListener("click", () => invoke("mute", { peer: p.id, muted: !muted }));
+    actions.append(m);
     const b = document.createElement("button");
     b.type = "button";
     b.textContent = "Kick";
     b.className = "danger kick";
     b.setAttribute("aria-label", "Remove " + name + " from the jam");
     b.addEventListener("click", () => invoke("kick", { peer: p.id }));
-    td.append(b);
+    actions.append(b);
+    td.append(actions);
     tr.append(td);
     return tr;
   });
@@ -155,6 +172,7 @@ function renderPeers(v) {
 }
 
 $("copy-code").addEventListener("click", () => view && view.code && copy(view.code));
+$("panic").addEventListener("click", () => invoke("panic_notes"));
 
 // ---------- settings ----------
 

@@ -164,6 +164,24 @@ async fn kick(shell: State<'_, Arc<Shell>>, peer: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Mutes or unmutes a peer on this computer's MIDI output.
+#[tauri::command]
+async fn mute(shell: State<'_, Arc<Shell>>, peer: u64, muted: bool) -> Result<(), String> {
+    if let Some(jam) = shell.jam.lock().await.as_ref() {
+        jam.set_muted(peer, muted).await;
+    }
+    Ok(())
+}
+
+/// Releases every sounding note everywhere (the panic button).
+#[tauri::command]
+async fn panic_notes(shell: State<'_, Arc<Shell>>) -> Result<(), String> {
+    if let Some(jam) = shell.jam.lock().await.as_ref() {
+        jam.panic().await;
+    }
+    Ok(())
+}
+
 #[tauri::command]
 fn import_ice(text: String) -> Result<Vec<IceRow>, FieldError> {
     app::settings::import_midieditor_ice(&text)
@@ -427,6 +445,8 @@ fn main() {
             save_settings,
             validate_settings,
             kick,
+            mute,
+            panic_notes,
             import_ice,
             export_ice,
             apply_to_midieditor,

@@ -851,3 +851,42 @@ fn the_join_view_lists_a_lan_jam_joins_it_and_loses_it_when_it_stops() {
     );
     app.close();
 }
+
+#[test]
+fn a_peer_playing_lights_up_can_be_muted_and_panic_releases_its_notes() {
+    let _one = lock();
+    let rig = Rig::new(true);
+    rig.seed_settings(json!({}));
+    let app = launch(&rig);
+    let code = app.code();
+    let url = format!("http://{}:8787", rig.host_ip());
+    // Cleo holds middle C (note on, never off) on the live-MIDI channel.
+    let mut cleo = rig.midi_joiner(&url, &code, "Cleo", 30.0, &["903c64"]);
+    let light = app.wait_js(
+        Duration::from_secs(30),
+        "Cleo's MIDI light",
+        "const r = [...document.querySelectorAll('#peers tbody tr')].find(r => r.cells[0].textContent === 'Cleo'); return r && r.cells[5].textContent.startsWith('●') ? r.cells[5].textContent : null;",
+    );
+    eprintln!("light: {light}");
+    app.click("#peers tbody tr button.mute");
+    app.wait_js(
+        Duration::from_secs(5),
+        "Cleo muted",
+        "const b = document.querySelector('#peers tbody tr button.mute'); return b && b.getAttribute('aria-pressed') === 'true' && b.textContent === 'Unmute';",
+    );
+    app.screenshot("host-screen-midi.png");
+    app.click("#panic");
+    app.wait_js(
+        Duration::from_secs(5),
+        "the panic notice",
+        "return document.getElementById('status').textContent.startsWith('All notes released');",
+    );
+    app.wait_js(
+        Duration::from_secs(5),
+        "Cleo quiet after the panic",
+        "const r = [...document.querySelectorAll('#peers tbody tr')].find(r => r.cells[0].textContent === 'Cleo'); return r && r.cells[5].textContent === '○ quiet';",
+    );
+    let _ = cleo.kill();
+    let _ = cleo.wait();
+    app.close();
+}

@@ -23,6 +23,9 @@ pub const PORT_ATTEMPTS: u16 = 20;
 /// A failed start (remote rendezvous unreachable, say) is retried this often.
 const RETRY_EVERY: Duration = Duration::from_secs(5);
 
+/// How often the MIDI activity lights are read.
+const ACTIVITY_EVERY: Duration = Duration::from_millis(500);
+
 /// The newest status-line messages kept for the window.
 const MAX_NOTICES: usize = 8;
 
@@ -106,6 +109,21 @@ pub struct JamView {
     pub peers: Vec<PeerEntry>,
     /// Newest last.
     pub notices: Vec<Notice>,
+    /// Live-MIDI state per peer id (peers that opened a `midi` channel or
+    /// played): activity light, notes sounding, muted here.
+    pub midi: Vec<PeerMidiView>,
+}
+
+/// One peer's live-MIDI light for the peer list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerMidiView {
+    pub peer: u64,
+    /// Played in the last activity period (half a second).
+    pub active: bool,
+    pub messages: u64,
+    pub sounding: usize,
+    pub muted: bool,
 }
 
 impl JamView {
@@ -120,6 +138,8 @@ impl JamView {
 
 enum Cmd {
     Kick(u64),
+    Mute(u64, bool),
+    Panic,
     Apply(Settings, oneshot::Sender<()>),
     Stop(oneshot::Sender<()>),
 }
@@ -174,6 +194,17 @@ impl Jam {
         let _ = self.cmd.send(Cmd::Kick(peer)).await;
     }
 
+    /// Mutes (or unmutes) a peer on this computer's MIDI output; the other
+    /// peers still hear it. Muting releases the notes it holds here.
+    pub async fn set_muted(&self, peer: u64, muted: bool) {
+        let _ = self.cmd.send(Cmd::Mute(peer, muted)).await;
+    }
+
+    /// Releases every note and pedal on every output that plays one.
+    pub async fn panic(&self) {
+        let _ = self.cmd.send(Cmd::Panic).await;
+    }
+
     /// Moves the jam to new settings: what changed is restarted (a new
     /// rendezvous or port means a new code), the rest is kept. Returns when
     /// the change is made (the new code may still be on its way).
@@ -224,6 +255,10 @@ fn needs_restart(old: &Settings, new: &Settings) -> (bool, bool, bool) {
 impl Supervisor {
     async fn run(mut self, mut cmd: mpsc::Receiver<Cmd>) {
         self.start_all().await;
+        // The activity lights are read from the relay twice a second; the
+        // view is only republished when one changes.
+        let mut activity = tokio::time::interval(ACTIVITY_EVERY);
+        activity.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let failed = self.host.is_none();
             tokio::select! {
@@ -232,6 +267,18 @@ impl Supervisor {
                         if let Some(h) = &self.host {
                             h.kick(jam::protocol::PeerId(id), "removed by the host").await;
                         }
+                    }
+                    Some(Cmd::Mute(id, muted)) => {
+                        if let Some(h) = &self.host {
+                            h.clone_handle().set_muted(jam::protocol::PeerId(id), muted).await;
+                        }
+                        self.refresh_midi().await;
+                    }
+                    Some(Cmd::Panic) => {
+                        if let Some(h) = &self.host {
+                            h.clone_handle().panic().await;
+                        }
+                        self.notice(Level::Info, "All notes released (panic).");
                     }
                     Some(Cmd::Apply(new, done)) => {
                         self.apply(new).await;
@@ -254,7 +301,32 @@ impl Supervisor {
                 () = tokio::time::sleep(RETRY_EVERY), if failed => {
                     self.start_all().await;
                 }
+                _ = activity.tick(), if !failed => self.refresh_midi().await,
             }
+        }
+    }
+
+    /// Reads the relay's per-peer counters into the view's MIDI lights.
+    async fn refresh_midi(&mut self) {
+        let Some(h) = &self.host else { return };
+        let now = h.clone_handle().midi_activity().await;
+        let old = self.view.borrow().midi.clone();
+        let lights: Vec<PeerMidiView> = now
+            .iter()
+            .filter_map(|p| {
+                let id = p.peer?.0;
+                let before = old.iter().find(|o| o.peer == id).map(|o| o.messages);
+                Some(PeerMidiView {
+                    peer: id,
+                    active: before.map_or(p.activity.messages > 0, |b| p.activity.messages > b),
+                    messages: p.activity.messages,
+                    sounding: p.activity.sounding,
+                    muted: p.activity.muted,
+                })
+            })
+            .collect();
+        if lights != old {
+            self.view.send_modify(|v| v.midi = lights);
         }
     }
 

@@ -255,6 +255,43 @@ impl Rig {
     }
 }
 
+impl Rig {
+    /// The aiortc joiner that also opens the `midi` channel and sends one
+    /// frame per `sends` entry (hex MIDI messages) once connected.
+    pub fn midi_joiner(
+        &self,
+        url: &str,
+        code: &str,
+        name: &str,
+        stay_s: f64,
+        sends: &[&str],
+    ) -> Child {
+        let interop = repo().join("tests/interop");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns_b])
+            .arg(interop.join(".venv/bin/python"))
+            .arg(interop.join("midi_joiner.py"))
+            .args(["--url", url, "--code", code, "--name", name])
+            .args([
+                "--stay",
+                &stay_s.to_string(),
+                "--send-heartbeats",
+                "--heartbeat-interval",
+                "2",
+            ]);
+        for s in sends {
+            cmd.args(["--midi-send", s]);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(self.dir.join(format!("midi-joiner-{name}.log"))).unwrap(),
+            )
+            .spawn()
+            .expect("start the aiortc midi joiner")
+    }
+}
+
 impl Drop for Rig {
     fn drop(&mut self) {
         for c in [self.driver.as_mut(), self.xvfb.as_mut()]

@@ -237,6 +237,14 @@ fn latency(host_rt: &Runtime, peers_rt: &Runtime, hosted: &mut Hosted) {
         ms(pct(&l, 0.0))
     );
     let frames = after.frames_in - before.frames_in;
+    let mut window = after;
+    for (w, b) in window
+        .relay_histogram
+        .iter_mut()
+        .zip(before.relay_histogram.iter())
+    {
+        *w -= b;
+    }
     let relay_total = after.relay_ns_total - before.relay_ns_total;
     println!(
         "host relay in place over these {frames} frames: mean {:.2} µs, max {:.2} µs, {} over \
@@ -244,6 +252,14 @@ fn latency(host_rt: &Runtime, peers_rt: &Runtime, hosted: &mut Hosted) {
         relay_total as f64 / frames.max(1) as f64 / 1000.0,
         after.relay_ns_max as f64 / 1000.0,
         after.relay_slow - before.relay_slow,
+    );
+    println!(
+        "  in place, by histogram bucket: p50 <= {} µs, p90 <= {} µs, p99 <= {} µs; buckets \
+         (<= 1,2,5,10,20,50,100,1000,more µs): {:?}",
+        window.relay_percentile_us(50.0).unwrap_or(0),
+        window.relay_percentile_us(90.0).unwrap_or(0),
+        window.relay_percentile_us(99.0).unwrap_or(0),
+        window.relay_histogram
     );
     // Let the host see them go before the next part.
     host_rt.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
@@ -434,6 +450,12 @@ fn throughput(host_rt: &Runtime, peers_rt: &Runtime, hosted: &mut Hosted) {
         stats.relay_ns_mean() as f64 / 1000.0,
         stats.relay_ns_max as f64 / 1000.0,
         stats.relay_slow
+    );
+    println!(
+        "  by histogram bucket: p50 <= {} µs, p99 <= {} µs; buckets: {:?}",
+        stats.relay_percentile_us(50.0).unwrap_or(0),
+        stats.relay_percentile_us(99.0).unwrap_or(0),
+        stats.relay_histogram
     );
     peers_rt.block_on(async move { drop(peers) });
     host_rt.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });

@@ -26,13 +26,14 @@ use crate::signal::{HostSession, SignalError, Signaller, Target};
 
 /// The data channel MidiEditor joiners open and speak framed JSON on.
 pub const MIDIEDITOR_CHANNEL: &str = "midieditor";
-/// The data channel our own joiners open for live MIDI (see [`live`] and
-/// `docs/midi-frames.md`).
+/// The data channel our own joiners open for live MIDI (see
+/// [`HostControl::send_midi`] and `docs/midi-frames.md`).
 pub const MIDI_CHANNEL: &str = "midi";
 
 mod live;
 pub use live::{
-    MidiEvent, MidiStats, PeerMidi, SendMidiError, MIDI_EVENTS, MIDI_QUEUE, RELAY_SLOW_NS,
+    MidiEvent, MidiStats, PeerMidi, SendMidiError, MIDI_EVENTS, MIDI_QUEUE, RELAY_BUCKETS_US,
+    RELAY_SLOW_NS,
 };
 
 /// Joiners being answered at once; more offers wait for the next round. A

@@ -14,6 +14,7 @@
 pub mod check;
 pub mod discover;
 pub mod joining;
+pub mod local_midi;
 pub mod midi_ports;
 pub mod midieditor;
 pub mod session;

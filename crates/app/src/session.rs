@@ -5,6 +5,7 @@
 //! sees the newest state), and sends intents (kick, apply settings, stop).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jam::host::{Host, HostConfig, HostEvent};
@@ -153,8 +154,23 @@ pub struct Jam {
 
 impl Jam {
     /// Starts hosting with `settings` in the background; the first view
-    /// (phase `Starting`) is there at once and the code follows.
+    /// (phase `Starting`) is there at once and the code follows. The MIDI
+    /// ports are the system's (midir).
     pub fn start(settings: Settings, options: JamOptions) -> Jam {
+        Jam::start_with_midi(
+            settings,
+            options,
+            Arc::new(midi::midir_ports::MidirSystem::new("MIDI Jam")),
+        )
+    }
+
+    /// Like [`Jam::start`] with the MIDI ports of `midi_system` (the
+    /// in-memory one in tests).
+    pub fn start_with_midi(
+        settings: Settings,
+        options: JamOptions,
+        midi_system: Arc<dyn midi::ports::MidiSystem>,
+    ) -> Jam {
         let (view_tx, view_rx) = watch::channel(JamView {
             max_peers: settings.max_peers as usize,
             bundled: settings.rendezvous_url.trim().is_empty(),
@@ -170,6 +186,8 @@ impl Jam {
             events: None,
             advertiser: None,
             notice_seq: 0,
+            midi_system,
+            local_midi: None,
         };
         let task = tokio::spawn(sup.run(cmd_rx));
         Jam {
@@ -234,6 +252,9 @@ struct Supervisor {
     events: Option<broadcast::Receiver<HostEvent>>,
     advertiser: Option<lan::Advertiser>,
     notice_seq: u64,
+    midi_system: Arc<dyn midi::ports::MidiSystem>,
+    /// This computer's MIDI ports, connected while hosting.
+    local_midi: Option<crate::local_midi::LocalMidi>,
 }
 
 /// Which parts a settings change touches.
@@ -330,6 +351,22 @@ impl Supervisor {
         }
     }
 
+    /// (Re)connects the MIDI ports the settings name to the running host.
+    fn start_local_midi(&mut self) {
+        self.local_midi = None;
+        let Some(h) = &self.host else { return };
+        let (local, notes) = crate::local_midi::start(
+            self.midi_system.clone(),
+            h.clone_handle(),
+            &self.settings.midi_input,
+            &self.settings.midi_output,
+        );
+        self.local_midi = Some(local);
+        for n in notes {
+            self.notice(Level::Warning, n);
+        }
+    }
+
     fn bundled(&self) -> bool {
         self.settings.rendezvous_url.trim().is_empty()
     }
@@ -352,6 +389,8 @@ impl Supervisor {
 
     async fn apply(&mut self, new: Settings) {
         let (server, host, advert) = needs_restart(&self.settings, &new);
+        let midi_changed = self.settings.midi_input != new.midi_input
+            || self.settings.midi_output != new.midi_output;
         self.settings = new;
         if advert {
             self.stop_advert().await;
@@ -364,8 +403,13 @@ impl Supervisor {
         }
         if host || server {
             self.start_all().await;
-        } else if advert {
-            self.start_advert().await;
+        } else {
+            if advert {
+                self.start_advert().await;
+            }
+            if midi_changed {
+                self.start_local_midi();
+            }
         }
     }
 
@@ -436,6 +480,7 @@ impl Supervisor {
                     v.port = port;
                     v.peers.clear();
                 });
+                self.start_local_midi();
                 // The code arrives as the first event; the advert needs it.
                 if let Some(HostEvent::Hosting { .. }) = self.peek_hosting().await {
                     self.start_advert().await;
@@ -554,6 +599,7 @@ impl Supervisor {
             self.stop_advert().await;
         }
         self.events = None;
+        self.local_midi = None;
         if let Some(h) = self.host.take() {
             h.stop().await;
         }

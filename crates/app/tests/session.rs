@@ -162,3 +162,124 @@ async fn an_unreachable_remote_rendezvous_fails_with_a_reason_and_is_retried() {
     jam.stop().await;
     server.stop().await.unwrap();
 }
+
+/// This computer's MIDI ports in a jam, end to end: an in-memory keyboard
+/// and synth on the host, a real joiner (`jam::joiner`, with the `midi`
+/// channel) over loopback WebRTC.
+#[tokio::test]
+async fn the_chosen_midi_ports_play_to_peers_and_sound_what_peers_play() {
+    use midi::frame::{encode, Frame, FrameHeader};
+    use midi::memory::MemoryMidi;
+    use midi::MidiMessage;
+
+    let system = MemoryMidi::new();
+    let keyboard = system.add_input("Keys In");
+    let synth = system.add_output("Synth Out");
+    let mut s = settings(free_port());
+    s.midi_input = "Keys In".into();
+    s.midi_output = "Synth Out".into();
+    let jam = Jam::start_with_midi(s, options(), std::sync::Arc::new(system.clone()));
+    let v = wait_view(&jam, "a code", |v| v.code.is_some()).await;
+    assert!(
+        v.notices.iter().all(|n| n.level != Level::Warning),
+        "{:?}",
+        v.notices
+    );
+
+    let mut cfg = jam::joiner::JoinConfig::new(v.urls[0].clone(), v.code.clone(), "Remote");
+    cfg.rtc.bind_ips = vec![LOOPBACK];
+    cfg.midi = jam::joiner::MidiChannel::InOffer;
+    let (joiner, _events) = jam::joiner::Joiner::join(cfg).await.expect("joined");
+    let mut heard = joiner.take_midi_receiver().expect("midi receiver");
+    let t = std::time::Instant::now();
+    while !joiner.midi_open() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "midi channel never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Give the host a moment to count the channel as open before playing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The keyboard plays middle C: the joiner hears it.
+    assert!(keyboard.play(0, &[0x90, 60, 100]));
+    let frame = tokio::time::timeout(Duration::from_secs(5), heard.recv())
+        .await
+        .expect("the joiner hears the keyboard")
+        .unwrap();
+    let f = Frame::decode(&frame).unwrap();
+    assert_eq!(
+        f.messages,
+        vec![MidiMessage::read(&[0x90, 60, 100]).unwrap().0]
+    );
+
+    // The joiner plays E: the synth sounds it.
+    let e = MidiMessage::read(&[0x90, 64, 90]).unwrap().0;
+    let bytes = encode(
+        &FrameHeader {
+            flags: 0,
+            origin: 0,
+            time_us: midi::wall_us(),
+        },
+        std::slice::from_ref(&e),
+    )
+    .unwrap();
+    joiner.send_midi(bytes.into()).await.unwrap();
+    let t = std::time::Instant::now();
+    while !synth.received().contains(&e) {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "synth got {:?}",
+            synth.received()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The joiner leaves holding E: the synth gets its note-off.
+    joiner.leave().await;
+    let t = std::time::Instant::now();
+    while !synth
+        .received()
+        .iter()
+        .any(|m| m.is_note_off() || m.to_vec() == vec![0x90, 64, 0])
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no release: {:?}",
+            synth.received()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    jam.stop().await;
+}
+
+#[tokio::test]
+async fn a_midi_port_that_is_not_there_is_a_notice_and_the_jam_goes_on() {
+    let system = midi::memory::MemoryMidi::new();
+    let mut s = settings(free_port());
+    s.midi_output = "Gone Synth".into();
+    let jam = Jam::start_with_midi(s, options(), std::sync::Arc::new(system));
+    let v = wait_view(&jam, "hosting with a notice", |v| {
+        v.code.is_some() && !v.notices.is_empty()
+    })
+    .await;
+    assert!(
+        v.notices.iter().any(|n| n.message.contains("Gone Synth")),
+        "{:?}",
+        v.notices
+    );
+    assert_eq!(v.phase, Phase::Hosting);
+    jam.stop().await;
+    let unavailable = midi::memory::MemoryMidi::unavailable("no ALSA");
+    let mut s = settings(free_port());
+    s.midi_input = "Keys".into();
+    let jam = Jam::start_with_midi(s, options(), std::sync::Arc::new(unavailable));
+    let v = wait_view(&jam, "the no-MIDI notice", |v| !v.notices.is_empty()).await;
+    assert!(
+        v.notices[0].message.starts_with("No MIDI system found"),
+        "{:?}",
+        v.notices
+    );
+    jam.stop().await;
+}

@@ -1,0 +1,135 @@
+//! This computer's MIDI ports in the jam: what the chosen input plays goes
+//! to every peer (through the host), and what peers play comes out of the
+//! chosen output. The ports are found by the names the settings store; a
+//! missing port or a machine without MIDI is a message, never a failure of
+//! the jam.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jam::host::{HostControl, MidiEvent};
+use midi::ports::{input_queue, MidiSystem, OutputPort};
+use midi::MidiMessage;
+use tokio::sync::broadcast::error::RecvError;
+
+/// Input events waiting between the MIDI backend's thread and the host.
+const INPUT_QUEUE: usize = 4096;
+
+/// The open ports; closing happens on drop.
+pub struct LocalMidi {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for LocalMidi {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Opens `input` and `output` (port names; empty: none) of `system` and
+/// connects them to the host. Returns the ports and what the user should
+/// be told (a port not found, no MIDI system).
+pub fn start(
+    system: Arc<dyn MidiSystem>,
+    host: HostControl,
+    input: &str,
+    output: &str,
+) -> (LocalMidi, Vec<String>) {
+    let mut notes = Vec::new();
+    let mut local = LocalMidi {
+        tasks: Vec::new(),
+        stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    if input.is_empty() && output.is_empty() {
+        return (local, notes);
+    }
+    if let midi::ports::MidiStatus::Unavailable { reason } = system.status() {
+        notes.push(format!(
+            "No MIDI system found ({reason}); the jam goes on without this computer's MIDI ports."
+        ));
+        return (local, notes);
+    }
+    if !input.is_empty() {
+        let found = system
+            .inputs()
+            .ok()
+            .and_then(|l| l.into_iter().find(|p| p.name == input));
+        match found {
+            None => notes.push(format!("MIDI input \"{input}\" is not connected.")),
+            Some(port) => {
+                let (callback, queue) = input_queue(INPUT_QUEUE);
+                match system.open_input(&port.id, callback) {
+                    Err(e) => notes.push(format!("MIDI input \"{input}\": {e}")),
+                    Ok(conn) => {
+                        let host = host.clone();
+                        let stop = local.stop.clone();
+                        // A plain thread: the queue's receiver blocks, and
+                        // the port (owned here) closes when it ends.
+                        let _ = std::thread::Builder::new().name("midi-input".into()).spawn(
+                            move || {
+                                let _conn = conn;
+                                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                                    match queue.events.recv_timeout(Duration::from_millis(200)) {
+                                        Ok(ev) => {
+                                            let _ = host.send_midi_messages(
+                                                midi::wall_us(),
+                                                vec![ev.message],
+                                            );
+                                        }
+                                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                                        Err(_) => break,
+                                    }
+                                }
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if !output.is_empty() {
+        let found = system
+            .outputs()
+            .ok()
+            .and_then(|l| l.into_iter().find(|p| p.name == output));
+        match found {
+            None => notes.push(format!("MIDI output \"{output}\" is not connected.")),
+            Some(port) => match system.open_output(&port.id) {
+                Err(e) => notes.push(format!("MIDI output \"{output}\": {e}")),
+                Ok(out) => {
+                    let events = host.midi_events();
+                    local.tasks.push(tokio::spawn(play(events, out)));
+                }
+            },
+        }
+    }
+    (local, notes)
+}
+
+/// Plays what the host routes to this computer. When this falls behind and
+/// events were skipped, a note-off may be among them: everything is
+/// silenced (All Notes Off and sustain off on every channel) rather than
+/// leave a note hanging.
+async fn play(
+    mut events: tokio::sync::broadcast::Receiver<MidiEvent>,
+    mut out: Box<dyn OutputPort>,
+) {
+    loop {
+        match events.recv().await {
+            Ok(ev) => {
+                let _ = out.send(&ev.message);
+            }
+            Err(RecvError::Lagged(_)) => {
+                for ch in 0..16 {
+                    let _ = out.send(&MidiMessage::control(ch, 64, 0));
+                    let _ = out.send(&MidiMessage::control(ch, 123, 0));
+                }
+            }
+            Err(RecvError::Closed) => break,
+        }
+    }
+}

@@ -860,13 +860,34 @@ fn a_peer_playing_lights_up_can_be_muted_and_panic_releases_its_notes() {
     let app = launch(&rig);
     let code = app.code();
     let url = format!("http://{}:8787", rig.host_ip());
-    // Cleo holds middle C (note on, never off) on the live-MIDI channel.
-    let mut cleo = rig.midi_joiner(&url, &code, "Cleo", 30.0, &["903c64"]);
-    let light = app.wait_js(
+    let mut cleo = rig.midi_joiner(&url, &code, "Cleo", 30.0, &[]);
+    app.wait_js(
         Duration::from_secs(30),
-        "Cleo's MIDI light",
-        "const r = [...document.querySelectorAll('#peers tbody tr')].find(r => r.cells[0].textContent === 'Cleo'); return r && r.cells[5].textContent.startsWith('●') ? r.cells[5].textContent : null;",
+        "Cleo connected",
+        "return [...document.querySelectorAll('#peers tbody tr')].some(r => r.cells[0].textContent === 'Cleo' && r.cells[2].textContent === 'Connected');",
     );
+    // Cleo holds middle C (note on, never off) on the live-MIDI channel;
+    // played again each second until the light shows, since the host only
+    // relays once her `midi` channel counts as open.
+    let mut keys = cleo.stdin.take().unwrap();
+    let t = Instant::now();
+    let light = loop {
+        use std::io::Write as _;
+        let _ = writeln!(keys, "903c64");
+        let _ = keys.flush();
+        let v = app.js(
+            "const r = [...document.querySelectorAll('#peers tbody tr')].find(r => r.cells[0].textContent === 'Cleo'); return r && r.cells[5].textContent.startsWith('●') ? r.cells[5].textContent : null;",
+        );
+        if !v.is_null() {
+            break v;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "Cleo's MIDI light never came on (see {})",
+            rig.dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(1000));
+    };
     eprintln!("light: {light}");
     app.click("#peers tbody tr button.mute");
     app.wait_js(
@@ -886,6 +907,7 @@ fn a_peer_playing_lights_up_can_be_muted_and_panic_releases_its_notes() {
         "Cleo quiet after the panic",
         "const r = [...document.querySelectorAll('#peers tbody tr')].find(r => r.cells[0].textContent === 'Cleo'); return r && r.cells[5].textContent === '○ quiet';",
     );
+    drop(keys);
     let _ = cleo.kill();
     let _ = cleo.wait();
     app.close();

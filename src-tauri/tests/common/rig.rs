@@ -256,8 +256,8 @@ impl Rig {
 }
 
 impl Rig {
-    /// The aiortc joiner that also opens the `midi` channel and sends one
-    /// frame per `sends` entry (hex MIDI messages) once connected.
+    /// The aiortc joiner that also opens the `midi` channel; it sends one
+    /// frame per line written to its stdin (hex MIDI messages).
     pub fn midi_joiner(
         &self,
         url: &str,
@@ -282,8 +282,11 @@ impl Rig {
         for s in sends {
             cmd.args(["--midi-send", s]);
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
+        cmd.arg("--midi-stdin")
+            .stdin(Stdio::piped())
+            .stdout(
+                std::fs::File::create(self.dir.join(format!("midi-joiner-{name}.out"))).unwrap(),
+            )
             .stderr(
                 std::fs::File::create(self.dir.join(format!("midi-joiner-{name}.log"))).unwrap(),
             )

@@ -15,6 +15,11 @@ use tokio::sync::broadcast::error::RecvError;
 /// Input events waiting between the MIDI backend's thread and the host.
 const INPUT_QUEUE: usize = 4096;
 
+/// The app's own virtual ports, as other programs see them: one to play
+/// into the jam, one to hear it.
+pub const VIRTUAL_IN: &str = "MIDI Jam in";
+pub const VIRTUAL_OUT: &str = "MIDI Jam out";
+
 /// The open ports; closing happens on drop.
 pub struct LocalMidi {
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -44,14 +49,27 @@ pub fn start(
         tasks: Vec::new(),
         stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
-    if input.is_empty() && output.is_empty() {
+    if let midi::ports::MidiStatus::Unavailable { reason } = system.status() {
+        if !input.is_empty() || !output.is_empty() {
+            notes.push(format!(
+                "No MIDI system found ({reason}); the jam goes on without this computer's MIDI ports."
+            ));
+        }
         return (local, notes);
     }
-    if let midi::ports::MidiStatus::Unavailable { reason } = system.status() {
-        notes.push(format!(
-            "No MIDI system found ({reason}); the jam goes on without this computer's MIDI ports."
-        ));
-        return (local, notes);
+    // The app's own ports, so a DAW or soft synth on this computer can play
+    // into the jam and listen to it. Where the platform has no virtual
+    // ports (Windows) this is skipped without a word.
+    let (callback, queue) = input_queue(INPUT_QUEUE);
+    match system.create_virtual_input(VIRTUAL_IN, callback) {
+        Ok(conn) => pump(conn, queue, host.clone(), local.stop.clone()),
+        Err(e) => tracing::info!("no virtual MIDI input: {e}"),
+    }
+    match system.create_virtual_output(VIRTUAL_OUT) {
+        Ok(out) => local
+            .tasks
+            .push(tokio::spawn(play(host.midi_events(), out))),
+        Err(e) => tracing::info!("no virtual MIDI output: {e}"),
     }
     if !input.is_empty() {
         let found = system
@@ -64,29 +82,7 @@ pub fn start(
                 let (callback, queue) = input_queue(INPUT_QUEUE);
                 match system.open_input(&port.id, callback) {
                     Err(e) => notes.push(format!("MIDI input \"{input}\": {e}")),
-                    Ok(conn) => {
-                        let host = host.clone();
-                        let stop = local.stop.clone();
-                        // A plain thread: the queue's receiver blocks, and
-                        // the port (owned here) closes when it ends.
-                        let _ = std::thread::Builder::new().name("midi-input".into()).spawn(
-                            move || {
-                                let _conn = conn;
-                                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                                    match queue.events.recv_timeout(Duration::from_millis(200)) {
-                                        Ok(ev) => {
-                                            let _ = host.send_midi_messages(
-                                                midi::wall_us(),
-                                                vec![ev.message],
-                                            );
-                                        }
-                                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                                        Err(_) => break,
-                                    }
-                                }
-                            },
-                        );
-                    }
+                    Ok(conn) => pump(conn, queue, host.clone(), local.stop.clone()),
                 }
             }
         }
@@ -108,6 +104,30 @@ pub fn start(
         }
     }
     (local, notes)
+}
+
+/// Hands what an input port plays to the host, on a plain thread: the
+/// queue's receiver blocks, and the port (owned there) closes when it ends.
+fn pump(
+    conn: Box<dyn midi::ports::InputPort>,
+    queue: midi::ports::InputQueue,
+    host: HostControl,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let _ = std::thread::Builder::new()
+        .name("midi-input".into())
+        .spawn(move || {
+            let _conn = conn;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match queue.events.recv_timeout(Duration::from_millis(200)) {
+                    Ok(ev) => {
+                        let _ = host.send_midi_messages(midi::wall_us(), vec![ev.message]);
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(_) => break,
+                }
+            }
+        });
 }
 
 /// Plays what the host routes to this computer. When this falls behind and

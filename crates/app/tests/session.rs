@@ -186,6 +186,19 @@ async fn the_chosen_midi_ports_play_to_peers_and_sound_what_peers_play() {
         v.notices
     );
 
+    // A DAW on this computer uses the app's own virtual ports.
+    use midi::ports::MidiSystem as _;
+    let find = |list: Vec<midi::ports::PortInfo>, name: &str| {
+        list.into_iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no port {name}"))
+    };
+    let jam_out = find(system.inputs().unwrap(), app::local_midi::VIRTUAL_OUT);
+    let jam_in = find(system.outputs().unwrap(), app::local_midi::VIRTUAL_IN);
+    let (daw_cb, daw_heard) = midi::ports::input_queue(64);
+    let _daw_listen = system.open_input(&jam_out.id, daw_cb).unwrap();
+    let mut daw_play = system.open_output(&jam_in.id).unwrap();
+
     let mut cfg = jam::joiner::JoinConfig::new(v.urls[0].clone(), v.code.clone(), "Remote");
     cfg.rtc.bind_ips = vec![LOOPBACK];
     cfg.midi = jam::joiner::MidiChannel::InOffer;
@@ -235,6 +248,21 @@ async fn the_chosen_midi_ports_play_to_peers_and_sound_what_peers_play() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+    // The DAW hears E through the app's virtual output, and what it plays
+    // into the app's virtual input reaches the joiner.
+    let ev = daw_heard
+        .events
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the DAW hears the joiner");
+    assert_eq!(ev.message, e);
+    let g = MidiMessage::read(&[0x90, 67, 80]).unwrap().0;
+    daw_play.send(&g).unwrap();
+    let frame = tokio::time::timeout(Duration::from_secs(5), heard.recv())
+        .await
+        .expect("the joiner hears the DAW")
+        .unwrap();
+    assert_eq!(Frame::decode(&frame).unwrap().messages, vec![g]);
 
     // The joiner leaves holding E: the synth gets its note-off.
     joiner.leave().await;

@@ -281,17 +281,8 @@ async fn browse_lan(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("Cannot look for jams on the local network: {e}"))?;
-    let mut rx = d.subscribe();
     let view = d.view();
-    tauri::async_runtime::spawn(async move {
-        loop {
-            let v = rx.borrow_and_update().clone();
-            let _ = app.emit("lan-jams", v);
-            if rx.changed().await.is_err() {
-                break;
-            }
-        }
-    });
+    forward(app, "lan-jams", d.subscribe());
     *slot = Some(d);
     Ok(view)
 }
@@ -331,16 +322,7 @@ async fn join_jam(
         old.leave().await;
     }
     let (joiner, _events) = jam::joiner::Joiner::start(cfg);
-    let mut rx = joiner.watch();
-    tauri::async_runtime::spawn(async move {
-        loop {
-            let v = rx.borrow_and_update().clone();
-            let _ = app.emit("join-view", v);
-            if rx.changed().await.is_err() {
-                break;
-            }
-        }
-    });
+    forward(app, "join-view", joiner.watch());
     *shell.joined.lock().await = Some(joiner);
     Ok(())
 }
@@ -483,7 +465,7 @@ fn main() {
             let jam = tauri::async_runtime::block_on(async {
                 Jam::start(settings.clone(), options.clone())
             });
-            let mut views = jam.subscribe();
+            let views = jam.subscribe();
             let shell = Arc::new(Shell {
                 jam: Mutex::new(Some(jam)),
                 settings: Mutex::new(settings),
@@ -500,16 +482,7 @@ fn main() {
             });
             tauri_app.manage(shell);
             // Every change of the jam goes to the window as it happens.
-            let handle = tauri_app.handle().clone();
-            tauri::async_runtime::spawn(async move {
-                loop {
-                    let view = views.borrow_and_update().clone();
-                    let _ = handle.emit("jam-view", view);
-                    if views.changed().await.is_err() {
-                        break;
-                    }
-                }
-            });
+            forward(tauri_app.handle().clone(), "jam-view", views);
             WebviewWindowBuilder::new(tauri_app, "main", WebviewUrl::App("index.html".into()))
                 .title("MIDI Jam")
                 .inner_size(980.0, 760.0)
@@ -545,6 +518,23 @@ fn main() {
             eprintln!("MIDI Jam could not start: {e}");
             std::process::exit(1);
         });
+}
+
+/// Pushes every new value of `rx` to the window as event `name` (the
+/// current one first), until its sender is gone. The window never polls.
+fn forward<T>(app: AppHandle, name: &'static str, mut rx: tokio::sync::watch::Receiver<T>)
+where
+    T: Clone + Serialize + Send + Sync + 'static,
+{
+    tauri::async_runtime::spawn(async move {
+        loop {
+            let v = rx.borrow_and_update().clone();
+            let _ = app.emit(name, v);
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    });
 }
 
 fn focus_main(app: &AppHandle) {

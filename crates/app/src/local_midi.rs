@@ -72,38 +72,34 @@ pub fn start(
         Err(e) => tracing::info!("no virtual MIDI output: {e}"),
     }
     if !input.is_empty() {
-        let found = system
-            .inputs()
-            .ok()
-            .and_then(|l| l.into_iter().find(|p| p.name == input));
-        match found {
+        let (callback, queue) = input_queue(INPUT_QUEUE);
+        match id_of(system.inputs(), input).map(|id| system.open_input(&id, callback)) {
             None => notes.push(format!("MIDI input \"{input}\" is not connected.")),
-            Some(port) => {
-                let (callback, queue) = input_queue(INPUT_QUEUE);
-                match system.open_input(&port.id, callback) {
-                    Err(e) => notes.push(format!("MIDI input \"{input}\": {e}")),
-                    Ok(conn) => pump(conn, queue, host.clone(), local.stop.clone()),
-                }
-            }
+            Some(Err(e)) => notes.push(format!("MIDI input \"{input}\": {e}")),
+            Some(Ok(conn)) => pump(conn, queue, host.clone(), local.stop.clone()),
         }
     }
     if !output.is_empty() {
-        let found = system
-            .outputs()
-            .ok()
-            .and_then(|l| l.into_iter().find(|p| p.name == output));
-        match found {
+        match id_of(system.outputs(), output).map(|id| system.open_output(&id)) {
             None => notes.push(format!("MIDI output \"{output}\" is not connected.")),
-            Some(port) => match system.open_output(&port.id) {
-                Err(e) => notes.push(format!("MIDI output \"{output}\": {e}")),
-                Ok(out) => {
-                    let events = host.midi_events();
-                    local.tasks.push(tokio::spawn(play(events, out)));
-                }
-            },
+            Some(Err(e)) => notes.push(format!("MIDI output \"{output}\": {e}")),
+            Some(Ok(out)) => local
+                .tasks
+                .push(tokio::spawn(play(host.midi_events(), out))),
         }
     }
     (local, notes)
+}
+
+/// The id of the port called `name` in a listing, if it is there.
+fn id_of(
+    list: Result<Vec<midi::ports::PortInfo>, midi::ports::MidiError>,
+    name: &str,
+) -> Option<String> {
+    list.ok()?
+        .into_iter()
+        .find(|p| p.name == name)
+        .map(|p| p.id)
 }
 
 /// Hands what an input port plays to the host, on a plain thread: the

@@ -306,14 +306,14 @@ impl Supervisor {
                         let _ = done.send(());
                     }
                     Some(Cmd::Stop(done)) => {
-                        self.stop_host(true).await;
+                        self.stop_host().await;
                         self.stop_server().await;
                         self.view.send_modify(|v| v.phase = Phase::Stopped);
                         let _ = done.send(());
                         return;
                     }
                     None => {
-                        self.stop_host(true).await;
+                        self.stop_host().await;
                         self.stop_server().await;
                         return;
                     }
@@ -396,7 +396,7 @@ impl Supervisor {
             self.stop_advert().await;
         }
         if host {
-            self.stop_host(true).await;
+            self.stop_host().await;
         }
         if server {
             self.stop_server().await;
@@ -594,10 +594,8 @@ impl Supervisor {
         self.view.send_modify(|v| v.advertised = false);
     }
 
-    async fn stop_host(&mut self, with_advert: bool) {
-        if with_advert {
-            self.stop_advert().await;
-        }
+    async fn stop_host(&mut self) {
+        self.stop_advert().await;
         self.events = None;
         self.local_midi = None;
         if let Some(h) = self.host.take() {

@@ -37,11 +37,31 @@ use tokio::sync::{mpsc, watch};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState, RTCSessionDescription,
-    SettingEngineBuilder,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
-use crate::rtc::{LinkState, RtcConfig, RtcError};
+use ::rtc::peer_connection::configuration::setting_engine::SettingEngine;
+use ::rtc::peer_connection::configuration::RTCConfiguration;
+
+use crate::rtc::{to_webrtc_ice_server, LinkState, RtcConfig, RtcError};
+
+/// The setting engine and configuration of every offering side we build
+/// (this test/bench offerer, the app's joiner, the connection test): no
+/// multicast socket (our candidates and a host's are raw IPs), loopback
+/// candidates allowed, the short ICE check interval, the largest SCTP
+/// message size `rtc` allows, and the configured STUN/TURN servers.
+pub(crate) fn offerer_setup(cfg: &RtcConfig) -> (SettingEngine, RTCConfiguration) {
+    let settings = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_include_loopback_candidate(true)
+        .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), None)
+        .with_sctp_max_message_size(SctpMaxMessageSize::Unbounded)
+        .build();
+    let configuration = RTCConfigurationBuilder::new()
+        .with_ice_servers(cfg.ice_servers.iter().map(to_webrtc_ice_server).collect())
+        .build();
+    (settings, configuration)
+}
 
 /// What MidiEditor (libdatachannel) puts in its offer's `a=max-message-size`.
 pub const OFFERED_MAX_MESSAGE_SIZE: usize = 16_777_216;
@@ -207,24 +227,7 @@ impl Offerer {
         let udp_addrs: Vec<SocketAddr> = crate::rtc::bind_addrs(&cfg.bind_ips)?;
         let (gathered_tx, mut gathered_rx) = watch::channel(false);
         let (state_tx, state_rx) = watch::channel(LinkState::New);
-        let settings = SettingEngineBuilder::new()
-            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-            .with_include_loopback_candidate(true)
-            .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), None)
-            .with_sctp_max_message_size(SctpMaxMessageSize::Unbounded)
-            .build();
-        let configuration = RTCConfigurationBuilder::new()
-            .with_ice_servers(
-                cfg.ice_servers
-                    .iter()
-                    .map(|server| RTCIceServer {
-                        urls: server.urls.clone(),
-                        username: server.username.clone().unwrap_or_default(),
-                        credential: server.credential.clone().unwrap_or_default(),
-                    })
-                    .collect(),
-            )
-            .build();
+        let (settings, configuration) = offerer_setup(cfg);
         let pc = PeerConnectionBuilder::new()
             .with_configuration(configuration)
             .with_setting_engine(settings)

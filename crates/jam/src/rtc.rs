@@ -826,7 +826,7 @@ fn refers_to(stats_id: &str, reference: &str) -> bool {
             .is_some_and(|prefix| prefix.ends_with('_'))
 }
 
-fn to_webrtc_ice_server(server: &IceServer) -> RTCIceServer {
+pub(crate) fn to_webrtc_ice_server(server: &IceServer) -> RTCIceServer {
     RTCIceServer {
         urls: server.urls.clone(),
         username: server.username.clone().unwrap_or_default(),

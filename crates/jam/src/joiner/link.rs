@@ -15,15 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::rtc::ice::mdns::MulticastDnsMode;
-use ::rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState, RTCSessionDescription,
-    SettingEngineBuilder,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
+    RTCPeerConnectionState, RTCSessionDescription,
 };
 
 use crate::offer::{NUDGE_LIMIT, OFFERED_MAX_MESSAGE_SIZE};
@@ -34,9 +31,6 @@ pub const CONTROL_CHANNEL: &str = "midieditor";
 /// Our live-MIDI channel (PEER-PROTOCOL.md, "Live MIDI"): reliable, ordered,
 /// binary; its message format belongs to the MIDI layer, not to the joiner.
 pub const MIDI_CHANNEL: &str = "midi";
-
-/// Same ICE check pacing as our answerer (see [`crate::rtc`]).
-const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Messages of the `midi` channel waiting for the application. When it does
 /// not read them (or never took the receiver) the newest are dropped and
@@ -140,26 +134,9 @@ impl JoinLink {
         let udp_addrs: Vec<SocketAddr> = crate::rtc::bind_addrs(&cfg.bind_ips)?;
         let (gathered_tx, mut gathered_rx) = watch::channel(false);
         let (state_tx, state_rx) = watch::channel(LinkState::New);
-        let settings = SettingEngineBuilder::new()
-            // Our candidates are raw IPs (libjuice cannot resolve `.local`),
-            // and a host's answer carries raw IPs too: no multicast socket.
-            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-            .with_include_loopback_candidate(true)
-            .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), None)
-            .with_sctp_max_message_size(SctpMaxMessageSize::Unbounded)
-            .build();
-        let configuration = RTCConfigurationBuilder::new()
-            .with_ice_servers(
-                cfg.ice_servers
-                    .iter()
-                    .map(|server| RTCIceServer {
-                        urls: server.urls.clone(),
-                        username: server.username.clone().unwrap_or_default(),
-                        credential: server.credential.clone().unwrap_or_default(),
-                    })
-                    .collect(),
-            )
-            .build();
+        // Our candidates are raw IPs (libjuice cannot resolve `.local`), and
+        // a host's answer carries raw IPs too: no multicast socket.
+        let (settings, configuration) = crate::offer::offerer_setup(cfg);
         let pc = PeerConnectionBuilder::new()
             .with_configuration(configuration)
             .with_setting_engine(settings)

@@ -106,118 +106,26 @@ fn preflight() {
     }
 }
 
-/// Runs `ip` with these arguments; `Err` with its stderr when it fails.
-fn ip(args: &[&str]) -> Result<String, String> {
-    let o = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if o.status.success() {
-        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-    } else {
-        Err(format!(
-            "ip {} failed ({}): {}",
-            args.join(" "),
-            o.status,
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))
-    }
-}
-
-/// Sends `sig` (TERM, KILL, ...) to one pid with the system's `kill`.
-fn send_signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
+#[path = "support/netns.rs"]
+mod netns;
+use netns::{send_signal, Namespaces};
 
 // ------------------------------------------------------------ the namespace
 
-static NEXT_NS: AtomicUsize = AtomicUsize::new(0);
-
-/// A network namespace of our own, deleted on drop together with every
-/// process still running in it.
-struct Netns {
-    name: String,
-}
+/// One namespace of our own (`lo` with 127.0.0.2), deleted on drop with
+/// every process still running in it.
+struct Netns(Namespaces);
 
 impl Netns {
     fn new() -> Netns {
         preflight();
-        let name = format!(
-            "rdvt-{}-{}",
-            std::process::id(),
-            NEXT_NS.fetch_add(1, Ordering::Relaxed)
-        );
-        if let Err(e) = ip(&["netns", "add", &name]) {
-            // A leftover of an earlier run whose pid was the same.
-            let _ = ip(&["netns", "del", &name]);
-            ip(&["netns", "add", &name]).unwrap_or_else(|e2| panic!("{e}; then {e2}"));
-        }
-        let ns = Netns { name };
-        let n = ns.name.as_str();
-        ip(&["-n", n, "link", "set", "lo", "up"]).unwrap_or_else(|e| panic!("{e}"));
-        ip(&["-n", n, "addr", "add", "127.0.0.2/8", "dev", "lo"]).unwrap_or_else(|e| panic!("{e}"));
-        ns
+        Netns(Namespaces::lo("rdvt"))
     }
 
     /// `program args...` run inside the namespace, with no `MIDI_RDV_*`
-    /// variable inherited. `ip netns exec` execs the program, so the
-    /// child's pid is the program's.
+    /// variable inherited.
     fn command(&self, program: &Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name])
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("MIDI_RDV_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd
-    }
-
-    fn pids(&self) -> Vec<u32> {
-        ip(&["netns", "pids", &self.name])
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Whatever is still in here was started by this test (a browser that
-        // outlived its driver, say): TERM, a moment, then KILL.
-        let pids = self.pids();
-        for &p in &pids {
-            let cmdline = std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default();
-            eprintln!(
-                "host_interop: {} still holds pid {p} ({}) at teardown",
-                self.name,
-                cmdline.replace('\0', " ").trim()
-            );
-            send_signal(p, "TERM");
-        }
-        let until = Instant::now() + Duration::from_secs(2);
-        while !self.pids().is_empty() && Instant::now() < until {
-            thread::sleep(Duration::from_millis(50));
-        }
-        for p in self.pids() {
-            send_signal(p, "KILL");
-        }
-        if let Err(e) = ip(&["netns", "del", &self.name]) {
-            eprintln!("host_interop: could not delete namespace: {e}");
-        }
+        Namespaces::command(self.0.a(), program, args)
     }
 }
 

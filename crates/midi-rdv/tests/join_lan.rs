@@ -24,7 +24,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -67,165 +66,9 @@ fn require_root() {
     );
 }
 
-fn ip(args: &[&str]) -> Result<String, String> {
-    let o = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if o.status.success() {
-        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-    } else {
-        Err(format!(
-            "ip {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))
-    }
-}
-
-fn send_signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-// -------------------------------------------------------------- namespaces
-
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-/// Namespaces of our own, deleted on drop with whatever still runs in them.
-/// `new_lo` makes one namespace with `lo` up and 127.0.0.2 added;
-/// `new_pair` makes A (`vA`, 10.77.0.1) and B (`vB`, 10.77.0.2) joined by a
-/// veth pair created inside them (its ends never exist in the root
-/// namespace).
-struct Namespaces {
-    names: Vec<String>,
-}
-
-impl Namespaces {
-    fn create(names: Vec<String>) -> Namespaces {
-        require_root();
-        for n in &names {
-            let _ = ip(&["netns", "del", n]); // a leftover with the same pid
-        }
-        let ns = Namespaces { names };
-        for n in &ns.names {
-            ip(&["netns", "add", n]).unwrap_or_else(|e| panic!("{e}"));
-            ip(&["-n", n, "link", "set", "lo", "up"]).unwrap_or_else(|e| panic!("{e}"));
-        }
-        ns
-    }
-
-    fn new_lo() -> Namespaces {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let ns = Namespaces::create(vec![format!("joinlo-{}-{n}", std::process::id())]);
-        ip(&[
-            "-n",
-            &ns.names[0],
-            "addr",
-            "add",
-            "127.0.0.2/8",
-            "dev",
-            "lo",
-        ])
-        .unwrap_or_else(|e| panic!("{e}"));
-        ns
-    }
-
-    fn new_pair() -> Namespaces {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id();
-        let ns = Namespaces::create(vec![format!("joinA-{pid}-{n}"), format!("joinB-{pid}-{n}")]);
-        let (a, b) = (ns.a(), ns.b());
-        for step in [
-            vec![
-                "-n", a, "link", "add", "vA", "type", "veth", "peer", "name", "vB", "netns", b,
-            ],
-            vec!["-n", a, "addr", "add", "10.77.0.1/24", "dev", "vA"],
-            vec!["-n", b, "addr", "add", "10.77.0.2/24", "dev", "vB"],
-            vec!["-n", a, "link", "set", "vA", "multicast", "on", "up"],
-            vec!["-n", b, "link", "set", "vB", "multicast", "on", "up"],
-        ] {
-            ip(&step).unwrap_or_else(|e| panic!("{e}"));
-        }
-        // mdns-sd only takes interfaces that are operationally up (and looks
-        // again only every few seconds): wait for the carrier.
-        let up = |ns: &str, dev: &str| {
-            ip(&["-n", ns, "-o", "link", "show", dev]).is_ok_and(|s| s.contains("state UP"))
-        };
-        let until = Instant::now() + Duration::from_secs(5);
-        while !(up(a, "vA") && up(b, "vB")) {
-            assert!(Instant::now() < until, "veth pair not up after 5 s");
-            thread::sleep(Duration::from_millis(10));
-        }
-        ns
-    }
-
-    fn a(&self) -> &str {
-        &self.names[0]
-    }
-
-    fn b(&self) -> &str {
-        &self.names[1]
-    }
-
-    /// `program args...` inside namespace `ns`, no `MIDI_RDV_*` inherited.
-    fn command(ns: &str, program: &Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns]).arg(program).args(args);
-        plain(&mut cmd);
-        cmd
-    }
-
-    fn pids(&self) -> Vec<u32> {
-        self.names
-            .iter()
-            .flat_map(|n| {
-                ip(&["netns", "pids", n])
-                    .unwrap_or_default()
-                    .split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect::<Vec<u32>>()
-            })
-            .collect()
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for p in self.pids() {
-            send_signal(p, "TERM");
-        }
-        let until = Instant::now() + Duration::from_secs(2);
-        while !self.pids().is_empty() && Instant::now() < until {
-            thread::sleep(Duration::from_millis(50));
-        }
-        for p in self.pids() {
-            send_signal(p, "KILL");
-        }
-        for n in &self.names {
-            if let Err(e) = ip(&["netns", "del", n]) {
-                eprintln!("join_lan: {e}");
-            }
-        }
-    }
-}
-
-/// Piped stdio and no `MIDI_RDV_*` from the environment.
-fn plain(cmd: &mut Command) {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("MIDI_RDV_") {
-            cmd.env_remove(k);
-        }
-    }
-}
+#[path = "support/netns.rs"]
+mod netns;
+use netns::{plain, send_signal, Namespaces};
 
 // ---------------------------------------------------------------- processes
 
@@ -503,7 +346,10 @@ impl Drop for RemoteDiscovery {
 /// and with `--midi offer` the bytes round-trip through the host's echo.
 #[test]
 fn joins_a_midieditor_like_host_we_did_not_write() {
-    let ns = Namespaces::new_lo();
+    let ns = {
+        require_root();
+        Namespaces::lo("joinlo")
+    };
     let mut serve = Proc::spawn(
         "serve",
         Namespaces::command(
@@ -648,7 +494,10 @@ fn joins_a_midieditor_like_host_we_did_not_write() {
 /// joiner's jam.
 #[test]
 fn an_open_jam_found_on_the_lan_is_joined_and_vanishes_when_the_host_stops() {
-    let ns = Namespaces::new_pair();
+    let ns = {
+        require_root();
+        Namespaces::pair("join")
+    };
     let mut disco = RemoteDiscovery::start(ns.b(), "vB");
 
     // Nothing there yet: `--browse-on` says so with its own status.
@@ -777,7 +626,10 @@ fn an_open_jam_found_on_the_lan_is_joined_and_vanishes_when_the_host_stops() {
 /// port and path, and leaves the list when it unregisters.
 #[test]
 fn our_discovery_lists_a_jam_python_zeroconf_registers() {
-    let ns = Namespaces::new_pair();
+    let ns = {
+        require_root();
+        Namespaces::pair("join")
+    };
     let mut disco = RemoteDiscovery::start(ns.b(), "vB");
     let probe = interop_dir().join("zeroconf_probe.py");
     let mut zc = Proc::spawn(

@@ -50,7 +50,6 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -103,149 +102,38 @@ fn preflight() {
     );
 }
 
+#[path = "support/netns.rs"]
+mod netns;
+use netns::{send_signal as signal, Namespaces};
+
 /// Runs `ip args...`; panics with its stderr when it fails.
 fn ip(args: &[&str]) -> String {
-    let o = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("ip {}: {e}", args.join(" ")));
-    assert!(
-        o.status.success(),
-        "ip {} failed ({}): {}",
-        args.join(" "),
-        o.status,
-        String::from_utf8_lossy(&o.stderr).trim()
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    netns::ip(args).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-/// Namespaces A and B joined by a veth pair created inside them (the pair
-/// never exists in the root namespace). Drop kills whatever still runs in
-/// them and deletes both, which also removes the veth pair.
+/// Namespaces A (`vA`, 10.77.0.1) and B (`vB`, 10.77.0.2) joined by a veth
+/// pair, plus the routes the module docs explain. Dropping it kills
+/// whatever still runs in them and deletes both.
 struct TwoNamespaces {
     a: String,
     b: String,
+    _ns: Namespaces,
 }
 
 impl TwoNamespaces {
     fn new() -> TwoNamespaces {
         preflight();
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id();
-        let (a, b) = (format!("mdnsA-{pid}-{n}"), format!("mdnsB-{pid}-{n}"));
-        for ns in [&a, &b] {
-            // A leftover of an earlier run with the same pid.
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
-        }
-        // The guard exists before the first namespace does, so a failure in
-        // the middle of the setup still removes everything.
-        let ns = TwoNamespaces { a, b };
-        let (a, b) = (ns.a.as_str(), ns.b.as_str());
-        ip(&["netns", "add", a]);
-        ip(&["netns", "add", b]);
-        ip(&[
-            "-n", a, "link", "add", "vA", "type", "veth", "peer", "name", "vB", "netns", b,
-        ]);
-        ip(&[
-            "-n",
-            a,
-            "addr",
-            "add",
-            &format!("{HOST_IP}/24"),
-            "dev",
-            "vA",
-        ]);
-        ip(&[
-            "-n",
-            b,
-            "addr",
-            "add",
-            &format!("{JOINER_IP}/24"),
-            "dev",
-            "vB",
-        ]);
-        for (n, dev) in [(a, "vA"), (b, "vB")] {
-            ip(&["-n", n, "link", "set", "lo", "up"]);
-            ip(&["-n", n, "link", "set", dev, "multicast", "on", "up"]);
-        }
+        let ns = Namespaces::pair("mdns");
+        let (a, b) = (ns.a().to_owned(), ns.b().to_owned());
         // See the module docs for why each route is needed.
-        ip(&["-n", a, "route", "add", "224.0.0.0/4", "dev", "vA"]);
-        ip(&["-n", b, "route", "add", "default", "via", HOST_IP]);
-        ns
-    }
-
-    fn pids(&self) -> Vec<u32> {
-        [&self.a, &self.b]
-            .iter()
-            .flat_map(|ns| {
-                Command::new("ip")
-                    .args(["netns", "pids", ns])
-                    .stderr(Stdio::null())
-                    .output()
-                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                    .unwrap_or_default()
-                    .split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect::<Vec<u32>>()
-            })
-            .collect()
+        ip(&["-n", &a, "route", "add", "224.0.0.0/4", "dev", "vA"]);
+        ip(&["-n", &b, "route", "add", "default", "via", HOST_IP]);
+        TwoNamespaces { a, b, _ns: ns }
     }
 
     /// `program args...` inside namespace `ns`, no `MIDI_RDV_*` inherited.
     fn command(ns: &str, program: &Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns])
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("MIDI_RDV_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd
-    }
-}
-
-impl Drop for TwoNamespaces {
-    fn drop(&mut self) {
-        for p in self.pids() {
-            signal(p, "TERM");
-        }
-        let until = Instant::now() + Duration::from_secs(2);
-        while !self.pids().is_empty() && Instant::now() < until {
-            thread::sleep(Duration::from_millis(50));
-        }
-        for p in self.pids() {
-            signal(p, "KILL");
-        }
-        for ns in [&self.a, &self.b] {
-            let ok = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok && Path::new("/run/netns").join(ns).exists() {
-                eprintln!("two_machines: could not delete namespace {ns}");
-            }
-        }
+        Namespaces::command(ns, program, args)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Network namespaces for the tests that run peers as separate "machines":
 //! created with `ip netns`, deleted on drop with whatever still runs in
 //! them, so nothing a test starts ever reaches the real interface.
-//! Shared by `host_interop.rs` and `join_lan.rs` (`#[path]`).
+//! Shared by `host_interop.rs`, `join_lan.rs` and `two_machines.rs` (`#[path]`).
 
 #![allow(dead_code)]
 

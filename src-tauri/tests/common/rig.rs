@@ -195,6 +195,7 @@ impl Rig {
         self.driver_port = 4444;
         let child = Command::new(driver)
             .args(["--port", &self.driver_port.to_string()])
+            .args(["--native-port", &(self.driver_port + 1).to_string()])
             .env("DISPLAY", &self.display)
             .env("XDG_CONFIG_HOME", self.config_home())
             .env("XDG_DATA_HOME", self.dir.join("data"))
@@ -211,6 +212,12 @@ impl Rig {
         let port = self.driver_port;
         wait_for(Duration::from_secs(10), "tauri-driver port", || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        // tauri-driver starts WebKitWebDriver (on the next port) itself and
+        // answers a new session before that one listens by dropping the
+        // connection: wait for both, as a cold first run showed.
+        wait_for(Duration::from_secs(10), "WebKitWebDriver port", || {
+            TcpStream::connect(("127.0.0.1", port + 1)).is_ok()
         });
     }
 

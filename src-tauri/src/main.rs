@@ -45,7 +45,27 @@ struct Shell {
     /// The LAN browser, while the Join view has been opened.
     discovery: Mutex<Option<app::discover::Discovery>>,
     /// The jam this app has joined, if any.
-    joined: Mutex<Option<jam::joiner::Joiner>>,
+    joined: Mutex<Option<Joined>>,
+}
+
+/// A jam this app joined, and the bridge that plays this computer's MIDI
+/// ports in it.
+struct Joined {
+    joiner: jam::joiner::Joiner,
+    midi: app::joined_midi::JoinedMidi,
+}
+
+impl Joined {
+    /// Leaves: the synth here and the host release what is still sounding,
+    /// the ports go back to our own jam, then the host is told.
+    async fn leave(self, shell: &Shell) {
+        let ports = self.midi.ports();
+        self.midi.close().await;
+        if let Some(jam) = shell.jam.lock().await.as_ref() {
+            jam.return_ports(ports).await;
+        }
+        self.joiner.leave().await;
+    }
 }
 
 /// Clears a flag when dropped, whichever way the function ends.
@@ -319,11 +339,26 @@ async fn join_jam(
     let cfg = app::joining::join_config(&settings, target, code, &shell.options.ice_bind)?;
     let old = shell.joined.lock().await.take();
     if let Some(old) = old {
-        old.leave().await;
+        old.leave(&shell).await;
     }
     let (joiner, _events) = jam::joiner::Joiner::start(cfg);
     forward(app, "join-view", joiner.watch());
-    *shell.joined.lock().await = Some(joiner);
+    // This computer's MIDI ports play in the joined jam until it ends or
+    // we leave; our own jam goes on hosting without them meanwhile.
+    let midi = app::joined_midi::JoinedMidi::start(&joiner);
+    let ports = midi.ports();
+    if let Some(jam) = shell.jam.lock().await.as_ref() {
+        jam.route_ports(Some(ports.clone())).await;
+    }
+    let ended = midi.ended();
+    let back = shell.inner().clone();
+    tauri::async_runtime::spawn(async move {
+        ended.await;
+        if let Some(jam) = back.jam.lock().await.as_ref() {
+            jam.return_ports(ports).await;
+        }
+    });
+    *shell.joined.lock().await = Some(Joined { joiner, midi });
     Ok(())
 }
 
@@ -332,7 +367,7 @@ async fn join_jam(
 async fn leave_jam(shell: State<'_, Arc<Shell>>) -> Result<(), String> {
     let j = shell.joined.lock().await.take();
     if let Some(j) = j {
-        j.leave().await;
+        j.leave(&shell).await;
     }
     Ok(())
 }
@@ -397,7 +432,7 @@ async fn quit(app: AppHandle, shell: State<'_, Arc<Shell>>) -> Result<(), String
 async fn stop_and_exit(app: AppHandle, shell: Arc<Shell>) {
     let joined = shell.joined.lock().await.take();
     if let Some(j) = joined {
-        j.leave().await;
+        j.leave(&shell).await;
     }
     let discovery = shell.discovery.lock().await.take();
     if let Some(d) = discovery {

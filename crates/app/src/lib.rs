@@ -13,6 +13,7 @@
 
 pub mod check;
 pub mod discover;
+pub mod joined_midi;
 pub mod joining;
 pub mod local_midi;
 pub mod midi_ports;

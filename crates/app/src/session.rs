@@ -16,6 +16,7 @@ use rdv::{Config, Rendezvous, RunningServer};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use crate::local_midi::JamPorts;
 use crate::settings::{ice_rows_to_servers, Settings};
 
 /// How many ports after the configured one are tried when it is busy.
@@ -26,6 +27,14 @@ const RETRY_EVERY: Duration = Duration::from_secs(5);
 
 /// How often the MIDI activity lights are read.
 const ACTIVITY_EVERY: Duration = Duration::from_millis(500);
+
+/// Port messages (unplugged, back) waiting for the supervisor.
+const PORT_NOTICES: usize = 32;
+
+/// Whether two handles are the same jam's ports.
+fn same(a: &Arc<dyn JamPorts>, b: &Arc<dyn JamPorts>) -> bool {
+    std::ptr::eq(Arc::as_ptr(a) as *const (), Arc::as_ptr(b) as *const ())
+}
 
 /// The newest status-line messages kept for the window.
 const MAX_NOTICES: usize = 8;
@@ -142,6 +151,10 @@ enum Cmd {
     Mute(u64, bool),
     Panic,
     Apply(Settings, oneshot::Sender<()>),
+    /// Connect the MIDI ports to this jam (`None`: back to our own).
+    RoutePorts(Option<Arc<dyn JamPorts>>, oneshot::Sender<()>),
+    /// Give the ports back to our own jam if they are connected to this one.
+    ReturnPorts(Arc<dyn JamPorts>, oneshot::Sender<()>),
     Stop(oneshot::Sender<()>),
 }
 
@@ -177,6 +190,7 @@ impl Jam {
             ..JamView::default()
         });
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let (port_notices, port_notices_rx) = mpsc::channel(PORT_NOTICES);
         let sup = Supervisor {
             settings,
             options,
@@ -188,8 +202,10 @@ impl Jam {
             notice_seq: 0,
             midi_system,
             local_midi: None,
+            ports_to: None,
+            port_notices,
         };
-        let task = tokio::spawn(sup.run(cmd_rx));
+        let task = tokio::spawn(sup.run(cmd_rx, port_notices_rx));
         Jam {
             cmd: cmd_tx,
             view: view_rx,
@@ -223,6 +239,25 @@ impl Jam {
         let _ = self.cmd.send(Cmd::Panic).await;
     }
 
+    /// Connects this computer's MIDI ports to another jam (one this app
+    /// joined, [`crate::joined_midi`]), or with `None` back to our own.
+    /// Our own jam keeps hosting meanwhile, without them.
+    pub async fn route_ports(&self, ports: Option<Arc<dyn JamPorts>>) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Cmd::RoutePorts(ports, tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Gives the ports back to our own jam if they are still connected to
+    /// `ports` (a joined jam that ended), and not to a newer one.
+    pub async fn return_ports(&self, ports: Arc<dyn JamPorts>) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Cmd::ReturnPorts(ports, tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// Moves the jam to new settings: what changed is restarted (a new
     /// rendezvous or port means a new code), the rest is kept. Returns when
     /// the change is made (the new code may still be on its way).
@@ -253,8 +288,12 @@ struct Supervisor {
     advertiser: Option<lan::Advertiser>,
     notice_seq: u64,
     midi_system: Arc<dyn midi::ports::MidiSystem>,
-    /// This computer's MIDI ports, connected while hosting.
+    /// This computer's MIDI ports, connected while hosting (or to
+    /// `ports_to`).
     local_midi: Option<crate::local_midi::LocalMidi>,
+    /// A joined jam the ports play in instead of ours.
+    ports_to: Option<Arc<dyn JamPorts>>,
+    port_notices: crate::local_midi::Notices,
 }
 
 /// Which parts a settings change touches.
@@ -274,7 +313,11 @@ fn needs_restart(old: &Settings, new: &Settings) -> (bool, bool, bool) {
 }
 
 impl Supervisor {
-    async fn run(mut self, mut cmd: mpsc::Receiver<Cmd>) {
+    async fn run(
+        mut self,
+        mut cmd: mpsc::Receiver<Cmd>,
+        mut port_notices: mpsc::Receiver<(Level, String)>,
+    ) {
         self.start_all().await;
         // The activity lights are read from the relay twice a second; the
         // view is only republished when one changes.
@@ -305,6 +348,26 @@ impl Supervisor {
                         self.apply(new).await;
                         let _ = done.send(());
                     }
+                    Some(Cmd::RoutePorts(to, done)) => {
+                        let joined = to.is_some();
+                        let was_joined = self.ports_to.is_some();
+                        self.ports_to = to;
+                        self.start_local_midi().await;
+                        if joined {
+                            self.notice(Level::Info, "Your MIDI ports play in the jam you joined.");
+                        } else if was_joined {
+                            self.notice(Level::Info, "Your MIDI ports are back in your own jam.");
+                        }
+                        let _ = done.send(());
+                    }
+                    Some(Cmd::ReturnPorts(from, done)) => {
+                        if self.ports_to.as_ref().is_some_and(|p| same(p, &from)) {
+                            self.ports_to = None;
+                            self.start_local_midi().await;
+                            self.notice(Level::Info, "Your MIDI ports are back in your own jam.");
+                        }
+                        let _ = done.send(());
+                    }
                     Some(Cmd::Stop(done)) => {
                         self.stop_host().await;
                         self.stop_server().await;
@@ -319,6 +382,7 @@ impl Supervisor {
                     }
                 },
                 e = next_event(&mut self.events) => self.on_event(e),
+                Some((level, message)) = port_notices.recv() => self.notice(level, message),
                 () = tokio::time::sleep(RETRY_EVERY), if failed => {
                     self.start_all().await;
                 }
@@ -351,19 +415,28 @@ impl Supervisor {
         }
     }
 
-    /// (Re)connects the MIDI ports the settings name to the running host.
-    fn start_local_midi(&mut self) {
-        self.local_midi = None;
-        let Some(h) = &self.host else { return };
-        let (local, notes) = crate::local_midi::start(
+    /// (Re)connects the MIDI ports the settings name to the jam they play
+    /// in: a joined one, or the running host.
+    async fn start_local_midi(&mut self) {
+        self.close_local_midi().await;
+        let jam: Arc<dyn JamPorts> = match (&self.ports_to, &self.host) {
+            (Some(to), _) => to.clone(),
+            (None, Some(h)) => Arc::new(h.clone_handle()),
+            (None, None) => return,
+        };
+        self.local_midi = Some(crate::local_midi::start(
             self.midi_system.clone(),
-            h.clone_handle(),
+            jam,
             &self.settings.midi_input,
             &self.settings.midi_output,
-        );
-        self.local_midi = Some(local);
-        for n in notes {
-            self.notice(Level::Warning, n);
+            self.port_notices.clone(),
+        ));
+    }
+
+    /// Closes the ports after they played what was queued for them.
+    async fn close_local_midi(&mut self) {
+        if let Some(l) = self.local_midi.take() {
+            l.close().await;
         }
     }
 
@@ -408,7 +481,7 @@ impl Supervisor {
                 self.start_advert().await;
             }
             if midi_changed {
-                self.start_local_midi();
+                self.start_local_midi().await;
             }
         }
     }
@@ -480,7 +553,9 @@ impl Supervisor {
                     v.port = port;
                     v.peers.clear();
                 });
-                self.start_local_midi();
+                if self.ports_to.is_none() {
+                    self.start_local_midi().await;
+                }
                 // The code arrives as the first event; the advert needs it.
                 if let Some(HostEvent::Hosting { .. }) = self.peek_hosting().await {
                     self.start_advert().await;
@@ -597,9 +672,13 @@ impl Supervisor {
     async fn stop_host(&mut self) {
         self.stop_advert().await;
         self.events = None;
-        self.local_midi = None;
         if let Some(h) = self.host.take() {
             h.stop().await;
+        }
+        // After the host stopped: its last events are the Note Offs of what
+        // peers left sounding here, and the outputs play them before closing.
+        if self.ports_to.is_none() {
+            self.close_local_midi().await;
         }
         self.view.send_modify(|v| {
             v.peers.clear();

@@ -311,3 +311,145 @@ async fn a_midi_port_that_is_not_there_is_a_notice_and_the_jam_goes_on() {
     );
     jam.stop().await;
 }
+
+/// Waits until `what` holds, checking every 20 ms for up to 10 s.
+async fn until(what: &str, ok: impl Fn() -> bool) {
+    let t = std::time::Instant::now();
+    while !ok() {
+        assert!(t.elapsed() < Duration::from_secs(10), "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A joiner with the `midi` channel open on `v`'s jam.
+async fn midi_joiner(v: &JamView) -> jam::joiner::Joiner {
+    let mut cfg = jam::joiner::JoinConfig::new(v.urls[0].clone(), v.code.clone(), "Remote");
+    cfg.rtc.bind_ips = vec![LOOPBACK];
+    let (joiner, _events) = jam::joiner::Joiner::join(cfg).await.expect("joined");
+    until("the midi channel opens", || joiner.midi_open()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    joiner
+}
+
+/// A frame of `messages` as a joiner sends it.
+fn frame_of(messages: &[&[u8]]) -> bytes::Bytes {
+    let messages: Vec<midi::MidiMessage> = messages
+        .iter()
+        .map(|m| midi::MidiMessage::read(m).unwrap().0)
+        .collect();
+    let header = midi::frame::FrameHeader {
+        flags: 0,
+        origin: 0,
+        time_us: midi::wall_us(),
+    };
+    midi::frame::encode(&header, &messages).unwrap().into()
+}
+
+#[tokio::test]
+async fn an_unplugged_keyboard_and_synth_are_used_again_when_plugged_back_in() {
+    use midi::frame::Frame;
+    use midi::memory::MemoryMidi;
+
+    let system = MemoryMidi::new();
+    let keyboard = system.add_input("Keys In");
+    let synth = system.add_output("Synth Out");
+    let mut s = settings(free_port());
+    s.midi_input = "Keys In".into();
+    s.midi_output = "Synth Out".into();
+    let jam = Jam::start_with_midi(s, options(), std::sync::Arc::new(system.clone()));
+    let v = wait_view(&jam, "a code", |v| v.code.is_some()).await;
+    let joiner = midi_joiner(&v).await;
+    let mut heard = joiner.take_midi_receiver().unwrap();
+    assert!(keyboard.is_open());
+
+    // Both cables are pulled: the status line says so, and the jam goes on.
+    system.remove(&keyboard.info().id);
+    system.remove(&synth.info().id);
+    wait_view(&jam, "the unplugged notices", |v| {
+        v.notices
+            .iter()
+            .any(|n| n.message.contains("\"Keys In\" was unplugged"))
+            && v.notices
+                .iter()
+                .any(|n| n.message.contains("\"Synth Out\" was unplugged"))
+    })
+    .await;
+
+    // Plugged back in (the OS gives them new ids): used again without
+    // touching the settings.
+    let keyboard = system.add_input("Keys In");
+    let synth = system.add_output("Synth Out");
+    wait_view(&jam, "the plugged-in notices", |v| {
+        v.notices
+            .iter()
+            .any(|n| n.message.contains("\"Keys In\" is connected"))
+            && v.notices
+                .iter()
+                .any(|n| n.message.contains("\"Synth Out\" is connected"))
+    })
+    .await;
+    assert!(keyboard.is_open());
+    assert!(keyboard.play(0, &[0x90, 62, 100]));
+    let frame = tokio::time::timeout(Duration::from_secs(5), heard.recv())
+        .await
+        .expect("the joiner hears the replugged keyboard")
+        .unwrap();
+    assert_eq!(
+        Frame::decode(&frame).unwrap().messages[0].to_vec(),
+        vec![0x90, 62, 100]
+    );
+    joiner
+        .send_midi(frame_of(&[&[0x90, 65, 90]]))
+        .await
+        .unwrap();
+    until("the replugged synth sounds the joiner", || {
+        synth
+            .received()
+            .iter()
+            .any(|m| m.to_vec() == vec![0x90, 65, 90])
+    })
+    .await;
+    joiner.leave().await;
+    jam.stop().await;
+}
+
+#[tokio::test]
+async fn stopping_the_jam_releases_what_peers_left_sounding_on_the_synth() {
+    use midi::memory::MemoryMidi;
+
+    let system = MemoryMidi::new();
+    let synth = system.add_output("Synth Out");
+    let mut s = settings(free_port());
+    s.midi_output = "Synth Out".into();
+    let jam = Jam::start_with_midi(s, options(), std::sync::Arc::new(system.clone()));
+    let v = wait_view(&jam, "a code", |v| v.code.is_some()).await;
+    let joiner = midi_joiner(&v).await;
+    // The joiner holds a chord with the pedal down.
+    joiner
+        .send_midi(frame_of(&[
+            &[0x90, 60, 100],
+            &[0x90, 67, 100],
+            &[0xB0, 64, 127],
+        ]))
+        .await
+        .unwrap();
+    until("the synth sounds the chord", || synth.received().len() >= 3).await;
+
+    // The app quits while it sounds: the synth gets every release before
+    // its port closes.
+    jam.stop().await;
+    let got: Vec<Vec<u8>> = synth.received().iter().map(|m| m.to_vec()).collect();
+    for key in [60u8, 67] {
+        assert!(
+            got.iter().any(
+                |m| (m[0] == 0x80 && m[1] == key) || (m[0] == 0x90 && m[1] == key && m[2] == 0)
+            ),
+            "key {key} still sounding: {got:?}"
+        );
+    }
+    assert!(
+        got.contains(&vec![0xB0, 64, 0]),
+        "pedal still down: {got:?}"
+    );
+    joiner.leave().await;
+}

@@ -420,6 +420,38 @@ pub enum MidiSendError {
     Failed(String),
 }
 
+/// Sends on a [`Joiner`]'s `midi` channel; cheap to clone. Sending after
+/// the channel closed (or the join ended) is [`MidiSendError::NotOpen`].
+#[derive(Clone)]
+pub struct MidiSender {
+    midi: Arc<MidiShared>,
+}
+
+impl MidiSender {
+    /// See [`Joiner::send_midi`].
+    pub async fn send(&self, message: Bytes) -> Result<(), MidiSendError> {
+        if message.len() > crate::rtc::MAX_MESSAGE_SIZE {
+            return Err(MidiSendError::TooLarge { len: message.len() });
+        }
+        let channel = self.midi.channel().ok_or(MidiSendError::NotOpen)?;
+        channel
+            .try_send(BytesMut::from(message))
+            .await
+            .map_err(|e| match e {
+                WebrtcError::ErrSendBufferFull => MidiSendError::Full,
+                WebrtcError::ErrDataChannelClosed
+                | WebrtcError::ErrDataChannelNotOpen
+                | WebrtcError::ErrConnectionClosed => MidiSendError::NotOpen,
+                other => MidiSendError::Failed(other.to_string()),
+            })
+    }
+
+    /// Whether the channel is open now.
+    pub fn is_open(&self) -> bool {
+        self.midi.open.load(Ordering::Acquire)
+    }
+}
+
 enum Cmd {
     Leave(oneshot::Sender<()>),
     Chat(String, oneshot::Sender<Result<(), String>>),
@@ -583,20 +615,15 @@ impl Joiner {
     /// when the host has not acknowledged [`crate::rtc::SEND_BUFFER_LIMIT`]
     /// bytes yet, so a stalled host never blocks the player.
     pub async fn send_midi(&self, message: Bytes) -> Result<(), MidiSendError> {
-        if message.len() > crate::rtc::MAX_MESSAGE_SIZE {
-            return Err(MidiSendError::TooLarge { len: message.len() });
+        self.midi_sender().send(message).await
+    }
+
+    /// A handle that sends on the `midi` channel from another task (the
+    /// app's MIDI bridge), for as long as this join's channel is open.
+    pub fn midi_sender(&self) -> MidiSender {
+        MidiSender {
+            midi: self.midi.clone(),
         }
-        let channel = self.midi.channel().ok_or(MidiSendError::NotOpen)?;
-        channel
-            .try_send(BytesMut::from(message))
-            .await
-            .map_err(|e| match e {
-                WebrtcError::ErrSendBufferFull => MidiSendError::Full,
-                WebrtcError::ErrDataChannelClosed
-                | WebrtcError::ErrDataChannelNotOpen
-                | WebrtcError::ErrConnectionClosed => MidiSendError::NotOpen,
-                other => MidiSendError::Failed(other.to_string()),
-            })
     }
 
     /// The messages received on the `midi` channel, each as sent (once; later

@@ -1,0 +1,233 @@
+//! This computer's MIDI ports in a jam it joined, end to end: two apps'
+//! engines (each with its own in-memory keyboard and synth) on loopback,
+//! the second joining the first over real WebRTC, as the Join view does.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use app::joined_midi::JoinedMidi;
+use app::session::{Jam, JamOptions, JamView};
+use app::settings::Settings;
+use midi::memory::{MemoryInput, MemoryMidi, MemoryOutput};
+use midi::MidiMessage;
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn options() -> JamOptions {
+    JamOptions {
+        bind_ip: LOOPBACK,
+        ice_bind: vec![LOOPBACK],
+        resolve_mdns: false,
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind((LOOPBACK, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One musician's computer: the app's engine with a keyboard and a synth.
+struct Musician {
+    jam: Jam,
+    keys: MemoryInput,
+    synth: MemoryOutput,
+}
+
+fn musician(name: &str) -> Musician {
+    let system = MemoryMidi::new();
+    let keys = system.add_input("Keys");
+    let synth = system.add_output("Synth");
+    let settings = Settings {
+        listen_port: free_port(),
+        advertise: false,
+        display_name: name.into(),
+        midi_input: "Keys".into(),
+        midi_output: "Synth".into(),
+        ..Settings::default()
+    };
+    let jam = Jam::start_with_midi(settings, options(), Arc::new(system));
+    Musician { jam, keys, synth }
+}
+
+async fn wait_view(jam: &Jam, what: &str, ok: impl Fn(&JamView) -> bool) -> JamView {
+    let mut rx = jam.subscribe();
+    let r = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            {
+                let v = rx.borrow_and_update();
+                if ok(&v) {
+                    return v.clone();
+                }
+            }
+            rx.changed().await.expect("jam view closed");
+        }
+    })
+    .await;
+    r.unwrap_or_else(|_| {
+        let v = jam.view();
+        panic!(
+            "timed out waiting for {what}: {:?} {:?} {:?}",
+            v.phase, v.peers, v.notices
+        )
+    })
+}
+
+fn msg(bytes: &[u8]) -> MidiMessage {
+    MidiMessage::read(bytes).unwrap().0
+}
+
+/// Waits until `synth` got `m`.
+async fn hears(synth: &MemoryOutput, m: &MidiMessage, what: &str) {
+    let t = Instant::now();
+    while !synth.received().contains(m) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{what}: the synth got {:?}",
+            synth.received()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether `m` releases key `key` on channel 1.
+fn releases(m: &MidiMessage, key: u8) -> bool {
+    let b = m.to_vec();
+    (b[0] == 0x80 && b[1] == key) || (b[0] == 0x90 && b[1] == key && b[2] == 0)
+}
+
+/// `bea` joins `ana`'s jam and connects her ports to it, as the app's Join
+/// view does. Returns once the `midi` channel is open.
+async fn join(ana: &Musician, bea: &Musician) -> (jam::joiner::Joiner, JoinedMidi) {
+    let v = wait_view(&ana.jam, "Ana's code", |v| v.code.is_some()).await;
+    wait_view(&bea.jam, "Bea's own jam", |v| v.code.is_some()).await;
+    let mut cfg = jam::joiner::JoinConfig::new(v.urls[0].clone(), v.code.clone(), "Bea");
+    cfg.rtc.bind_ips = vec![LOOPBACK];
+    let (joiner, _events) = jam::joiner::Joiner::start(cfg);
+    let midi = JoinedMidi::start(&joiner);
+    bea.jam.route_ports(Some(midi.ports())).await;
+    joiner.joined().await.expect("joined Ana's jam");
+    let t = Instant::now();
+    while !joiner.midi_open() {
+        assert!(t.elapsed() < Duration::from_secs(10), "no midi channel");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Give Ana's host a moment to count the channel as open.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (joiner, midi)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_jam_hears_this_keyboard_and_sounds_on_this_synth_and_leaving_releases_both() {
+    let ana = musician("Ana");
+    let bea = musician("Bea");
+    let (joiner, midi) = join(&ana, &bea).await;
+    let v = bea.jam.view();
+    assert!(
+        v.notices
+            .iter()
+            .any(|n| n.message.contains("play in the jam you joined")),
+        "{:?}",
+        v.notices
+    );
+
+    // Bea plays C: Ana's synth sounds it. Ana plays E: Bea's synth does.
+    let c = msg(&[0x90, 60, 100]);
+    assert!(bea.keys.play(0, &c.to_vec()));
+    hears(&ana.synth, &c, "Bea's C on Ana's synth").await;
+    let e = msg(&[0x90, 64, 90]);
+    assert!(ana.keys.play(0, &e.to_vec()));
+    hears(&bea.synth, &e, "Ana's E on Bea's synth").await;
+    // Bea's own keyboard is not echoed back to her.
+    assert!(!bea.synth.received().contains(&c));
+
+    // Bea leaves with both notes held: her synth releases Ana's E (her own
+    // router), and Ana's synth gets the Note Off of Bea's C.
+    let ports = midi.ports();
+    midi.close().await;
+    bea.jam.return_ports(ports).await;
+    joiner.leave().await;
+    let t = Instant::now();
+    while !bea.synth.received().iter().any(|m| releases(m, 64)) {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "Bea's synth still holds E: {:?}",
+            bea.synth.received()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let t = Instant::now();
+    while !ana.synth.received().iter().any(|m| releases(m, 60)) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "Ana's synth still holds C: {:?}",
+            ana.synth.received()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    ana.jam.stop().await;
+    bea.jam.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_joined_host_drops_us_this_synth_releases_what_it_heard_and_the_ports_come_back() {
+    let ana = musician("Ana");
+    let bea = musician("Bea");
+    let (joiner, midi) = join(&ana, &bea).await;
+    // Ana holds a chord with the pedal down; Bea hears it.
+    for m in [[0x90, 60, 100], [0x90, 64, 100], [0xB0, 64, 127]] {
+        assert!(ana.keys.play(0, &m));
+    }
+    hears(
+        &bea.synth,
+        &msg(&[0xB0, 64, 127]),
+        "Ana's pedal on Bea's synth",
+    )
+    .await;
+
+    // Ana's host removes Bea: nothing tells Bea's synth to stop but Bea's
+    // own router, which releases every note and the pedal it heard.
+    let bea_id = ana
+        .jam
+        .view()
+        .peers
+        .iter()
+        .find(|p| p.display_name.as_deref() == Some("Bea"))
+        .expect("Bea in Ana's list")
+        .id
+        .0;
+    let before = bea.synth.received().len();
+    ana.jam.kick(bea_id).await;
+    let ended = midi.ended();
+    tokio::time::timeout(Duration::from_secs(10), ended)
+        .await
+        .expect("the bridge sees the jam end");
+    let after: Vec<MidiMessage> = bea.synth.received()[before..].to_vec();
+    for key in [60, 64] {
+        assert!(
+            after.iter().any(|m| releases(m, key)),
+            "key {key} not released: {after:?}"
+        );
+    }
+    assert!(
+        after.contains(&msg(&[0xB0, 64, 0])),
+        "pedal not released: {after:?}"
+    );
+
+    // The ports go back to Bea's own jam (what the app does on `ended`).
+    bea.jam.return_ports(midi.ports()).await;
+    let v = wait_view(&bea.jam, "ports back", |v| {
+        v.notices
+            .iter()
+            .any(|n| n.message.contains("back in your own jam"))
+    })
+    .await;
+    assert_eq!(v.phase, app::session::Phase::Hosting);
+    midi.close().await;
+    joiner.leave().await;
+    ana.jam.stop().await;
+    bea.jam.stop().await;
+}

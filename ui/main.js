@@ -526,6 +526,7 @@ $("join-form").addEventListener("submit", (e) => {
   });
 });
 $("join-leave").addEventListener("click", () => invoke("leave_jam"));
+$("join-panic").addEventListener("click", () => invoke("panic_notes"));
 
 /** @param {any} v */
 function renderJoin(v) {
@@ -545,6 +546,15 @@ function renderJoin(v) {
     return li;
   }));
   /** @type {HTMLButtonElement} */ ($("join-leave")).disabled = v.phase === "left" || v.phase === "failed";
+  // While joined, this computer's MIDI ports play in that jam (the app's
+  // own jam goes on without them).
+  let midi = "";
+  if (v.phase === "connected") {
+    if (v.midiOpen) midi = "Live MIDI: your keyboard plays in this jam, and you hear everyone on your MIDI output.";
+    else if (v.hostClient) midi = "Live MIDI: connecting…";
+    else midi = "Live MIDI is not offered by this host (MidiEditor shares edits, not live playing).";
+  }
+  $("join-midi").textContent = midi;
 }
 
 // ---------- closing with peers connected ----------

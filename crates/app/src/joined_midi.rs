@@ -37,15 +37,27 @@ const INPUT_QUEUE: usize = 4096;
 /// that falls this far behind silences its synth).
 const OUTPUT_EVENTS: usize = 4096;
 
+/// What the ports hand the bridge.
+enum Input {
+    /// A message an input played, with when (µs since the UNIX epoch).
+    Play(u64, MidiMessage),
+    /// The panic button.
+    Panic,
+}
+
 /// The ports' view of the joined jam.
 struct Ports {
-    input: mpsc::Sender<(u64, MidiMessage)>,
+    input: mpsc::Sender<Input>,
     events: broadcast::Sender<MidiEvent>,
 }
 
 impl JamPorts for Ports {
     fn play(&self, time_us: u64, message: MidiMessage) {
-        let _ = self.input.try_send((time_us, message));
+        let _ = self.input.try_send(Input::Play(time_us, message));
+    }
+
+    fn panic(&self) {
+        let _ = self.input.try_send(Input::Panic);
     }
 
     fn listen(&self) -> broadcast::Receiver<MidiEvent> {
@@ -157,7 +169,7 @@ impl Bridge {
         mut self,
         mut view: watch::Receiver<JoinView>,
         mut frames: Option<mpsc::Receiver<Bytes>>,
-        mut input: mpsc::Receiver<(u64, MidiMessage)>,
+        mut input: mpsc::Receiver<Input>,
         mut leave: oneshot::Receiver<()>,
         ended: watch::Sender<bool>,
     ) {
@@ -192,17 +204,28 @@ impl Bridge {
                     None => frames = None,
                 },
                 m = input.recv() => {
-                    let Some((time_us, first)) = m else { break };
-                    // Whatever else the ports have at once goes in the same frame.
-                    let mut batch = vec![first];
-                    while batch.len() < 64 {
-                        match input.try_recv() {
-                            Ok((_, m)) => batch.push(m),
-                            Err(_) => break,
+                    let now = midi::wall_us();
+                    match m {
+                        None => break,
+                        Some(Input::Panic) => self.router.panic(now, &mut self.out),
+                        Some(Input::Play(time_us, first)) => {
+                            // What else the ports have at once goes in the same frame.
+                            let mut batch = vec![first];
+                            while batch.len() < 64 {
+                                match input.try_recv() {
+                                    Ok(Input::Play(_, m)) => batch.push(m),
+                                    Ok(Input::Panic) => {
+                                        self.router.local_input(now, time_us, &batch, &mut self.out);
+                                        batch.clear();
+                                        self.router.panic(now, &mut self.out);
+                                        break;
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                            self.router.local_input(now, time_us, &batch, &mut self.out);
                         }
                     }
-                    let now = midi::wall_us();
-                    self.router.local_input(now, time_us, &batch, &mut self.out);
                     self.carry_out().await;
                 }
             }

@@ -53,6 +53,10 @@ pub trait JamPorts: Send + Sync + 'static {
     /// What the outputs sound from now on. When a receiver lags it has lost
     /// messages and silences its output (see [`JamPorts`]'s users).
     fn listen(&self) -> broadcast::Receiver<MidiEvent>;
+    /// Releases every note and pedal this jam sounds here and holds
+    /// elsewhere (the panic button). The host's own jam does it through
+    /// [`HostControl::panic`] instead, so this defaults to nothing.
+    fn panic(&self) {}
 }
 
 impl JamPorts for HostControl {

@@ -342,6 +342,9 @@ impl Supervisor {
                         if let Some(h) = &self.host {
                             h.clone_handle().panic().await;
                         }
+                        if let Some(j) = &self.ports_to {
+                            j.panic();
+                        }
                         self.notice(Level::Info, "All notes released (panic).");
                     }
                     Some(Cmd::Apply(new, done)) => {

@@ -231,3 +231,52 @@ async fn when_the_joined_host_drops_us_this_synth_releases_what_it_heard_and_the
     ana.jam.stop().await;
     bea.jam.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_while_joined_silences_this_synth_and_releases_our_notes_in_the_jam() {
+    let ana = musician("Ana");
+    let bea = musician("Bea");
+    let (joiner, midi) = join(&ana, &bea).await;
+    assert!(ana.keys.play(0, &[0x90, 48, 100]));
+    assert!(bea.keys.play(0, &[0x90, 72, 100]));
+    hears(
+        &bea.synth,
+        &msg(&[0x90, 48, 100]),
+        "Ana's note on Bea's synth",
+    )
+    .await;
+    hears(
+        &ana.synth,
+        &msg(&[0x90, 72, 100]),
+        "Bea's note on Ana's synth",
+    )
+    .await;
+
+    bea.jam.panic().await;
+    // Bea's synth: Ana's note released and All Notes Off on every channel.
+    let t = Instant::now();
+    while !(bea.synth.received().iter().any(|m| releases(m, 48))
+        && bea.synth.received().contains(&msg(&[0xB0, 123, 0])))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            bea.synth.received()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Ana's synth: the note Bea's keyboard held is released there too.
+    let t = Instant::now();
+    while !ana.synth.received().iter().any(|m| releases(m, 72)) {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            ana.synth.received()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    midi.close().await;
+    joiner.leave().await;
+    ana.jam.stop().await;
+    bea.jam.stop().await;
+}

@@ -803,6 +803,14 @@ fn the_join_view_lists_a_lan_jam_joins_it_and_loses_it_when_it_stops() {
         "const l = [...document.querySelectorAll('#join-peers li')].map(li => li.textContent); return l.includes('Bea (host)') ? l : null;",
     );
     eprintln!("people: {people}");
+    // Our host offers live MIDI: the Join view says this computer's ports
+    // play there now.
+    let midi = app.wait_js(
+        Duration::from_secs(10),
+        "the live-MIDI line",
+        "const t = document.getElementById('join-midi').textContent; return t.includes('your keyboard plays in this jam') ? t : null;",
+    );
+    eprintln!("{midi}");
     // The host lists us as this app.
     let t = Instant::now();
     loop {

@@ -425,7 +425,7 @@ async fn pump(
 }
 
 /// Rewrites (or adds, after the `a=sctp-port` line) `a=max-message-size`.
-fn with_max_message_size(sdp: &str, size: usize) -> String {
+pub(crate) fn with_max_message_size(sdp: &str, size: usize) -> String {
     let mut out: Vec<String> = Vec::new();
     let mut done = false;
     for line in sdp.split("\r\n") {

@@ -23,7 +23,7 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription,
 };
 
-use crate::offer::{NUDGE_LIMIT, OFFERED_MAX_MESSAGE_SIZE};
+use crate::offer::{with_max_message_size, NUDGE_LIMIT, OFFERED_MAX_MESSAGE_SIZE};
 use crate::rtc::{LinkState, RtcConfig, RtcError, SEND_BUFFER_LIMIT};
 
 /// MidiEditor's channel: framed JSON.
@@ -375,25 +375,4 @@ async fn pump_midi(
     }
     midi.set_channel(None);
     let _ = events.send(LinkMsg::MidiClosed).await;
-}
-
-/// Rewrites (or adds, after the `a=sctp-port` line) `a=max-message-size`.
-fn with_max_message_size(sdp: &str, size: usize) -> String {
-    let mut out: Vec<String> = Vec::new();
-    let mut done = false;
-    for line in sdp.split("\r\n") {
-        if line.starts_with("a=max-message-size:") {
-            if !done {
-                out.push(format!("a=max-message-size:{size}"));
-                done = true;
-            }
-            continue;
-        }
-        out.push(line.to_owned());
-        if !done && line.starts_with("a=sctp-port:") {
-            out.push(format!("a=max-message-size:{size}"));
-            done = true;
-        }
-    }
-    out.join("\r\n")
 }

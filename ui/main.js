@@ -229,6 +229,16 @@ function fillMidi(s) {
   }
 }
 
+// A keyboard plugged in while the pane is open: list again, keeping what is
+// chosen in the form (saved or not).
+$("midi-refresh").addEventListener("click", async () => {
+  payload.midi = await invoke("list_midi_ports");
+  fillMidi({
+    midiInput: /** @type {HTMLSelectElement} */ ($("midiInput")).value,
+    midiOutput: /** @type {HTMLSelectElement} */ ($("midiOutput")).value,
+  });
+});
+
 function renderIce() {
   const body = /** @type {HTMLTableSectionElement} */ ($("ice-table").querySelector("tbody"));
   body.replaceChildren(...iceRows.map((row, i) => {

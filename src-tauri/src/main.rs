@@ -125,6 +125,14 @@ fn get_view(shell: State<'_, Arc<Shell>>) -> Result<JamView, String> {
     Ok(jam.as_ref().map(Jam::view).unwrap_or_default())
 }
 
+/// The MIDI ports as the system lists them now (the pane's "look again").
+#[tauri::command]
+async fn list_midi_ports() -> app::midi_ports::MidiPorts {
+    tauri::async_runtime::spawn_blocking(app::midi_ports::list)
+        .await
+        .unwrap_or_default()
+}
+
 #[tauri::command]
 async fn get_settings(shell: State<'_, Arc<Shell>>) -> Result<SettingsPayload, String> {
     let settings = shell.settings.lock().await.clone();
@@ -467,6 +475,7 @@ fn main() {
             import_ice,
             export_ice,
             apply_to_midieditor,
+            list_midi_ports,
             test_connection,
             browse_lan,
             join_jam,

@@ -18,6 +18,12 @@ VERSION = 1
 MAX_FRAME = 262_144
 SYSEX_MAX = 65_536
 FLAG_RELEASE = 0x01
+# The sender sends a frame at least every KEEPALIVE_EVERY_S while anything it sent on the
+# channel holds a note or pedal (an empty frame if need be), and sets this on every frame.
+FLAG_KEEPALIVE = 0x02
+KEEPALIVE_EVERY_S = 0.250
+# Silence after which a receiver may release a sender that promised keep-alives.
+STALL_S = 1.0
 
 # Data bytes after each defined status byte (SysEx F0 is handled apart).
 _REALTIME = {0xF8, 0xFA, 0xFB, 0xFC, 0xFE, 0xFF}
@@ -48,6 +54,10 @@ class Frame:
     @property
     def release(self) -> bool:
         return bool(self.flags & FLAG_RELEASE)
+
+    @property
+    def keepalive(self) -> bool:
+        return bool(self.flags & FLAG_KEEPALIVE)
 
 
 def write_varint(v: int) -> bytes:
@@ -153,6 +163,9 @@ def _selfcheck() -> None:
     assert (r.flags, r.origin, r.time_us) == (1, 5, t) and r.release
     assert r.messages == [h("803C40"), h("F07E7F0901F7")]
     assert decode(h("0100000000000000000000")).messages == []
+    assert encode([note_on], 0, t, FLAG_KEEPALIVE) == h("01020000060A2418202240903C64")
+    k = decode(h("01020000060A2418202240"))
+    assert k.keepalive and not k.release and k.messages == [] and k.time_us == t
     for bad in ["", "02000000000000000000", "0100", "010080", "0100000000000000000000" + "3C",
                 "0100000000000000000000" + "903C", "0100000000000000000000" + "F4",
                 "0100000000000000000000" + "F07E", "0100000000000000000000" + "F07EF8F7",

@@ -23,10 +23,16 @@
 //!    reach the 7 others. Reported: notes in per second, deliveries per
 //!    second, loss, latency under load. It stops at the first rate that
 //!    loses a note or stalls a peer.
+//! 4. **Stall release**: joiner A promises keep-alives (the `KEEPALIVE`
+//!    flag, docs/midi-frames.md) on a frame holding a note, then sends
+//!    nothing more, as a joiner killed right after playing it; the time
+//!    until B gets the host's release of that note, from A's frame, over
+//!    `MIDI_BENCH_STALLS` (10) runs. A joiner killed at any other moment
+//!    had sent its last frame at most 250 ms before.
 //!
 //! Knobs (environment): `MIDI_BENCH_NOTES`, `MIDI_BENCH_RATES`,
 //! `MIDI_BENCH_SECS`, `MIDI_BENCH_MICRO` (microbenchmark iterations,
-//! 200,000).
+//! 200,000), `MIDI_BENCH_STALLS`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,7 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jam::host::{Host, HostConfig, HostControl, HostEvent};
-use jam::midi::frame::{self, FrameHeader};
+use jam::midi::frame::{self, flags, FrameHeader};
 use jam::midi::{Link, MidiMessage, Routed, Router, RouterConfig};
 use jam::protocol::PeerId;
 use jam::registry::RegistryEvent;
@@ -325,6 +331,77 @@ fn micro() {
     );
 }
 
+// ------------------------------------------------------------ 4. stalls
+
+fn stalls(host_rt: &Runtime, peers_rt: &Runtime, hosted: &mut Hosted) {
+    let runs = env_or("MIDI_BENCH_STALLS", 10);
+    let (base, code) = (hosted.base.clone(), hosted.code.clone());
+    let (a, b) = peers_rt.block_on(async {
+        let a = MidiPeer::join(&base, &code, "stall-a")
+            .await
+            .expect("a joins");
+        let b = MidiPeer::join(&base, &code, "stall-b")
+            .await
+            .expect("b joins");
+        (a, b)
+    });
+    let ids = ids_of(
+        &mut hosted.events,
+        &[a.machine_id.clone(), b.machine_id.clone()],
+    );
+    let mut peers = vec![a, b];
+    peers_rt.block_on(until_routed(&hosted.ctl, &mut peers));
+    let mut b = peers.pop().expect("b");
+    let a = peers.pop().expect("a");
+    let before = hosted.ctl.midi_stats().keepalive_stalls;
+    let a_id = ids[0].0;
+    let times: Vec<u64> = peers_rt.block_on(async {
+        let mut times = Vec::new();
+        for i in 0..runs {
+            let key = 40 + (i % 40) as u8;
+            let t = jam::midi::wall_us();
+            let on = MidiMessage::NoteOn {
+                channel: 0,
+                key,
+                velocity: 100,
+            };
+            a.sender()
+                .play_flagged(flags::KEEPALIVE, &[on])
+                .await
+                .expect("a plays");
+            let released = b
+                .frame_where(Duration::from_secs(5), |f| {
+                    f.header.origin == a_id && f.header.flags & flags::RELEASE != 0
+                })
+                .await;
+            let Some(f) = released else {
+                println!("(run {i}: no release within 5 s)");
+                continue;
+            };
+            assert_eq!(f.messages, vec![MidiMessage::note_off(0, key)]);
+            times.push(jam::midi::wall_us().saturating_sub(t));
+        }
+        drop((a, b));
+        times
+    });
+    let stalled = hosted.ctl.midi_stats().keepalive_stalls - before;
+    let mut t = times;
+    t.sort_unstable();
+    println!(
+        "\n## 4. Stall release: a joiner that promised keep-alives goes silent holding a note"
+    );
+    println!(
+        "{}/{runs} released ({stalled} stalls counted by the host), from its last frame to the \
+         other joiner's release: min {}  p50 {}  max {}  (the promise: a frame every 250 ms; \
+         a stall: 1 s of silence; the host checks every 100 ms)",
+        t.len(),
+        ms(pct(&t, 0.0)),
+        ms(pct(&t, 50.0)),
+        ms(pct(&t, 100.0)),
+    );
+    host_rt.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
+}
+
 // ------------------------------------------------------------ 3. throughput
 
 fn throughput(host_rt: &Runtime, peers_rt: &Runtime, hosted: &mut Hosted) {
@@ -470,6 +547,7 @@ fn main() {
     latency(&host_rt, &peers_rt, &mut hosted);
     micro();
     throughput(&host_rt, &peers_rt, &mut hosted);
+    stalls(&host_rt, &peers_rt, &mut hosted);
     host_rt.block_on(hosted.host.stop());
     let _ = hosted.ctl;
 }

@@ -508,6 +508,10 @@ impl Engine {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stats = tokio::time::interval(STATS_EVERY);
         stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Live MIDI's keep-alives and stall checks; polled only while a
+        // peer is routed, so an idle host sleeps.
+        let mut midi_tick = tokio::time::interval(live::MIDI_TICK_EVERY);
+        midi_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let done = loop {
             tokio::select! {
                 c = rx.recv() => match c {
@@ -520,6 +524,7 @@ impl Engine {
                     self.perform(actions);
                 }
                 _ = stats.tick() => self.poll_stats(),
+                _ = midi_tick.tick(), if self.midi_timers_needed() => self.midi_tick(),
             }
         };
         signalling.abort();

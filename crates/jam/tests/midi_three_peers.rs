@@ -6,10 +6,13 @@
 //!
 //! Everyone hears everyone (the host's local sink included), SysEx passes
 //! intact, and a joiner that dies mid-chord leaves no note on: SIGKILLed
-//! aiortc (no goodbye of any kind: the host notices the lost link) and a
-//! dropped webrtc-rs joiner (its connection closes) each get their notes and
-//! pedal released on the other joiner and on the host's sink, and only
-//! where they were heard.
+//! aiortc (no goodbye of any kind; it promised keep-alives, so the host
+//! takes 1 s of silence as a stall, long before ICE consent notices the
+//! lost link) and a dropped webrtc-rs joiner (its connection closes) each
+//! get their notes and pedal released on the other joiner and on the host's
+//! sink, and only where they were heard. The webrtc-rs joiner never
+//! promised keep-alives (an older joiner): holding a chord in silence does
+//! not get it released.
 //!
 //! aiortc never offers 127.0.0.1, so everything runs in a network namespace
 //! of the test's own whose `lo` also has 127.0.0.2: the test re-runs itself
@@ -45,9 +48,15 @@ const TEST_NAME: &str = "three_peers_hear_each_other_and_no_note_is_left_on";
 /// Waits on the aiortc joiner: its pure-Python SCTP is slow on a loaded
 /// machine, and the wait only matters when something is wrong.
 const PY_STEP: Duration = Duration::from_secs(30);
-/// A SIGKILLed joiner is noticed when ICE consent checks go unanswered
-/// (~5 s in webrtc-rs) plus a check interval; generous for a busy machine.
+/// Bound on waiting for a dead joiner's releases: a closed connection is
+/// seen in ms, a lost link by ICE consent in ~5 s; generous for a busy
+/// machine (a stall has its own bound below).
 const KILLED_RELEASED_WITHIN: Duration = Duration::from_secs(20);
+/// A SIGKILLed joiner that promised keep-alives is released 1.0-1.1 s after
+/// its last frame (at most 250 ms before the kill), where ICE consent would
+/// take ~4.7 s: this bound tells the two apart, with room for a busy
+/// machine.
+const STALL_RELEASED_WITHIN: Duration = Duration::from_millis(2500);
 
 fn interop_dir() -> PathBuf {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop");
@@ -434,6 +443,20 @@ async fn run() {
     rust.frame_where(STEP, |f| f.messages.contains(&on(3, 79, 100)))
         .await
         .expect("webrtc-rs hears the chord");
+    // It holds them for 2 s, twice the stall time: its keep-alives keep it
+    // from being taken for stalled.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    loop {
+        match sink.try_recv() {
+            Ok(e) => assert!(!e.release, "released while alive: {e:?}"),
+            Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+            Err(_) => break,
+        }
+    }
+    if let Some((f, _)) = rust.next_frame(Duration::from_millis(50)).await {
+        panic!("webrtc-rs got {f:?} while aiortc held its chord");
+    }
+    assert_eq!(ctl.midi_stats().keepalive_stalls, 0, "stalled while alive");
     let killed_at = Instant::now();
     py.kill();
     let offs = [
@@ -446,12 +469,23 @@ async fn run() {
         .frame_where(KILLED_RELEASED_WITHIN, |f| f.header.origin == id_py.0)
         .await
         .expect("webrtc-rs gets the killed joiner's releases");
-    assert_eq!(f.header.flags & flags::RELEASE, flags::RELEASE);
-    assert_eq!(f.messages, offs, "Note Offs in order, then the pedal");
+    let released_after = killed_at.elapsed();
     eprintln!(
-        "aiortc SIGKILLed: releases reached webrtc-rs after {:?}",
-        killed_at.elapsed()
+        "aiortc SIGKILLed: releases reached webrtc-rs after {released_after:?} (stall \
+         detection; ICE consent alone took ~4.7 s)"
     );
+    assert_eq!(
+        f.header.flags,
+        flags::RELEASE | flags::KEEPALIVE,
+        "a release, with the host's own promise"
+    );
+    assert_eq!(f.messages, offs, "Note Offs in order, then the pedal");
+    assert!(
+        released_after < STALL_RELEASED_WITHIN,
+        "the killed joiner's notes hung for {released_after:?}: its keep-alive promise was \
+         not used (ICE consent takes ~4.7 s)"
+    );
+    assert_eq!(ctl.midi_stats().keepalive_stalls, 1, "released as a stall");
     sink_gets(&mut sink, id_py, true, &offs, Duration::from_secs(2)).await;
 
     step(t0, "SIGKILLed aiortc released everywhere");
@@ -479,7 +513,28 @@ async fn run() {
     })
     .await;
     sink_gets(&mut sink, id_rust, false, &chord, STEP).await;
+    // It never promised keep-alives: silence longer than a stall releases
+    // nothing of it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    py2.pump();
+    assert!(
+        !py2.seen
+            .iter()
+            .any(|v| is_midi(v) && v["origin"] == id_rust.0 && v["release"] == true),
+        "a joiner that never promised keep-alives was released for silence"
+    );
+    loop {
+        match sink.try_recv() {
+            Ok(e) => assert!(
+                !(e.peer == Some(id_rust) && e.release),
+                "released for silence: {e:?}"
+            ),
+            Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+            Err(_) => break,
+        }
+    }
     let dropped_at = Instant::now();
+    let rust_keepalives = rust.keepalives;
     rust.vanish();
     // aiortc-2 never heard the webrtc-rs joiner's earlier note (1, 62):
     // it gets only the chord's releases; the sink gets that note's too.
@@ -512,6 +567,15 @@ async fn run() {
     eprintln!("host relay: {stats:?}, mean {} ns", stats.relay_ns_mean());
     assert_eq!(stats.frames_bad, 0);
     assert_eq!(stats.stalled, 0);
+    assert_eq!(
+        stats.keepalive_stalls, 1,
+        "only the SIGKILLed aiortc joiner"
+    );
+    assert!(stats.keepalives_out > 0, "the host kept its own promise");
+    eprintln!(
+        "webrtc-rs joiner skipped {} keep-alives from the host",
+        rust_keepalives
+    );
     let activity = ctl.midi_activity().await;
     // Nobody still in the jam holds a note (the host released its own).
     assert!(

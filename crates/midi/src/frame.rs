@@ -49,6 +49,15 @@ pub mod flags {
     /// stalled, was muted, or a panic), not played. Routed like any other
     /// message; a UI may show them differently.
     pub const RELEASE: u8 = 0x01;
+    /// The sender promises to send at least one frame every 250 ms on this
+    /// channel for as long as anything it sent on this channel still holds
+    /// a note or pedal (an empty frame when it has nothing to play). A
+    /// sender that sets it sets it on every frame it sends; a receiver may
+    /// then take 1 s without a frame, while that sender's notes sound, as
+    /// a stall and release them (docs/midi-frames.md, "Keep-alive and
+    /// stalls"). Never copied when relaying: a relayed frame carries the
+    /// relaying sender's own promise.
+    pub const KEEPALIVE: u8 = 0x02;
 }
 
 /// Origin value meaning "the peer that sent this frame on this channel".
@@ -430,6 +439,21 @@ mod tests {
         let f = encode(&FrameHeader::default(), &[]).unwrap();
         assert_eq!(f, hex("01 00 00 00 00 00 00 00 00 00 00"));
         assert!(FrameRef::decode(&f).unwrap().is_empty());
+
+        // A sender that promised keep-alives: the flag on a note, and on
+        // the empty frame that keeps the promise.
+        let h = FrameHeader {
+            flags: flags::KEEPALIVE,
+            origin: 0,
+            time_us: t,
+        };
+        let f = encode(&h, std::slice::from_ref(&note_on)).unwrap();
+        assert_eq!(f, hex("01 02 00 00 06 0A 24 18 20 22 40 90 3C 64"));
+        let f = encode(&h, &[]).unwrap();
+        assert_eq!(f, hex("01 02 00 00 06 0A 24 18 20 22 40"));
+        let back = FrameRef::decode(&f).unwrap();
+        assert!(back.is_empty());
+        assert_eq!(back.header.flags & flags::KEEPALIVE, flags::KEEPALIVE);
     }
 
     #[test]

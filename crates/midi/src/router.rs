@@ -33,6 +33,35 @@
 //! release never targets a link that is gone, and a link that joins later
 //! never gets note-offs for notes it never heard (harmless, but noise).
 //!
+//! # Keep-alive and stalls
+//!
+//! A player whose machine dies (killed, frozen, unplugged) says nothing,
+//! and the only sign the WebRTC stack gives is ICE consent failing, about
+//! 5 s later (~4.7 s measured with webrtc-rs): that long its notes would
+//! hang on everyone's synth. Silence alone cannot be the sign either, since
+//! a player may hold a chord for a minute without sending a byte. So the
+//! `midi` channel has a promise (docs/midi-frames.md, "Keep-alive and
+//! stalls"): a sender that sets [`flags::KEEPALIVE`] on its frames sends at
+//! least one frame every 250 ms for as long as anything it sent still holds
+//! a note or pedal, an empty frame when it has nothing to play. A link that
+//! made that promise and then stays silent for 1 s while notes it played
+//! sound anywhere has **stalled**: those notes are released on every output
+//! that holds them, as for a link that closed, but the link stays routed
+//! (the next frame from it ends the stall; a stall releases once).
+//!
+//! It is negotiated by the flag itself, per link, so peers that do not know
+//! it are never affected: a receiver that does not know the flag ignores
+//! it, and ignores empty frames too; a link that never set the flag is
+//! never taken for stalled, however long it is silent.
+//!
+//! With [`RouterConfig::keepalive`] set (the default), the async edge calls
+//! [`Router::tick`] about every 100 ms: it sends the keep-alives that are
+//! due and releases stalled links. From its first tick on, every frame this
+//! router makes carries the flag (its own input, relays, releases: a
+//! relayed frame carries the relaying router's promise, never the
+//! player's). An edge that never ticks (written before keep-alives) makes
+//! no promise it would not keep.
+//!
 //! # Bounds
 //!
 //! At most [`MAX_LINKS`] routed links (each is one bit of a 64-bit set, so
@@ -51,6 +80,37 @@ pub const MAX_LINKS: usize = 63;
 
 /// The bit of a [`DestSet`] that stands for the local output.
 const LOCAL_BIT: u64 = 1 << 63;
+
+/// The keep-alive promise of the `midi` channel: at most this long without
+/// a frame on a link that holds our notes (docs/midi-frames.md).
+pub const KEEPALIVE_EVERY_US: u64 = 250_000;
+
+/// Silence after which a link that promised keep-alives, and whose notes
+/// still sound, counts as stalled (docs/midi-frames.md).
+pub const STALL_US: u64 = 1_000_000;
+
+/// How a router keeps its keep-alive promise and spots stalled links (see
+/// the module docs). Times in µs, on the clock of the routers' `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// The promise: the longest a link that holds this router's notes goes
+    /// without a frame from it. [`Router::tick`] sends a keep-alive once
+    /// waiting for the next tick (expected as far off as the last one was)
+    /// could break it, so with ticks every 100 ms the gaps are ~200 ms.
+    pub every_us: u64,
+    /// Silence after which a link that announced keep-alives, and whose
+    /// players' notes or pedals still sound, is released as stalled.
+    pub stall_us: u64,
+}
+
+impl Default for KeepAlive {
+    fn default() -> KeepAlive {
+        KeepAlive {
+            every_us: KEEPALIVE_EVERY_US,
+            stall_us: STALL_US,
+        }
+    }
+}
 
 /// A connection to another peer: on the host one per joiner (the host's
 /// peer id), on a joiner the one to its host.
@@ -105,6 +165,15 @@ pub struct RouterConfig {
     /// on a joiner one per player the host relays, which a hostile host
     /// could otherwise make unbounded. Idle origins are forgotten first.
     pub max_origins: usize,
+    /// Promise keep-alives (set [`flags::KEEPALIVE`] on every frame made
+    /// here) and release links that promised them and stalled, driven by
+    /// [`Router::tick`], to be called about every 100 ms while links are
+    /// routed. The promise starts with the first `tick` (call it once
+    /// before any link is routed to have it on every frame): a router whose
+    /// edge never ticks never promises, since the other side would take
+    /// its silence for a stall and cut its held notes after
+    /// [`KeepAlive::stall_us`]. `None`: no flag, and `tick` does nothing.
+    pub keepalive: Option<KeepAlive>,
 }
 
 impl RouterConfig {
@@ -113,6 +182,7 @@ impl RouterConfig {
             role: Role::Host,
             local_thru: false,
             max_origins: 256,
+            keepalive: Some(KeepAlive::default()),
         }
     }
 
@@ -142,7 +212,7 @@ pub struct Delivery {
 #[derive(Debug, Default, Clone)]
 pub struct Routed {
     /// Frames to send, each on one link's `midi` channel. A frame relayed
-    /// to several links is one shared buffer.
+    /// to several links is one shared buffer (so is a tick's keep-alive).
     pub sends: Vec<(Link, Bytes)>,
     /// Messages for the local output.
     pub local: Vec<Delivery>,
@@ -187,6 +257,14 @@ pub struct RouterStats {
     pub frames_out: u64,
     /// Note Offs and sustain-offs made by the release logic.
     pub releases: u64,
+    /// Empty keep-alive frames sent by [`Router::tick`] (also counted in
+    /// `frames_out`).
+    pub keepalives_out: u64,
+    /// Empty frames received with [`flags::KEEPALIVE`] on routed links.
+    pub keepalives_in: u64,
+    /// Times a link that promised keep-alives went silent while its
+    /// players' notes sounded, and was released ([`Router::tick`]).
+    pub stalls: u64,
 }
 
 /// A set of outputs: bit `i` for the link in slot `i`, [`LOCAL_BIT`] for
@@ -207,6 +285,12 @@ struct Voice {
 impl Voice {
     fn is_idle(&self) -> bool {
         self.notes.is_empty() && self.sustain.iter().all(|s| *s == 0)
+    }
+
+    /// Every output on which one of its notes or pedals is held.
+    fn held(&self) -> DestSet {
+        let notes = self.notes.values().fold(0, |acc, d| acc | d);
+        self.sustain.iter().fold(notes, |acc, d| acc | d)
     }
 
     /// Follows one message sent to `dests`.
@@ -307,16 +391,40 @@ fn bits(mut set: u64) -> impl Iterator<Item = u64> {
     })
 }
 
+/// A routed link.
+#[derive(Debug, Clone, Copy)]
+struct LinkState {
+    link: Link,
+    /// Its bit index in a [`DestSet`].
+    slot: u8,
+    /// `now` of the last frame sent to it; `None` before the first.
+    last_sent: Option<u64>,
+    /// `now` of the last frame received from it (decoded, any content).
+    last_recv: Option<u64>,
+    /// A frame with [`flags::KEEPALIVE`] came from it since it was opened.
+    announced: bool,
+    /// `now` of the tick that found it stalled, until its next frame.
+    stalled: Option<u64>,
+}
+
+impl LinkState {
+    fn bit(&self) -> DestSet {
+        1u64 << self.slot
+    }
+}
+
 /// The routing and note-tracking state machine. See the module docs.
 #[derive(Debug)]
 pub struct Router {
     cfg: RouterConfig,
-    /// Routed links and their slot (bit index), in opening order.
-    links: Vec<(Link, u8)>,
+    /// Routed links, in opening order.
+    links: Vec<LinkState>,
     /// Bits of all routed links.
     link_mask: DestSet,
     voices: HashMap<Origin, Voice>,
     muted: Vec<Origin>,
+    /// `now` of the last [`Router::tick`].
+    last_tick: Option<u64>,
     stats: RouterStats,
 }
 
@@ -328,6 +436,7 @@ impl Router {
             link_mask: 0,
             voices: HashMap::new(),
             muted: Vec::new(),
+            last_tick: None,
             stats: RouterStats::default(),
         }
     }
@@ -342,25 +451,44 @@ impl Router {
 
     /// Routed links, in opening order.
     pub fn links(&self) -> impl Iterator<Item = Link> + '_ {
-        self.links.iter().map(|(l, _)| *l)
+        self.links.iter().map(|l| l.link)
     }
 
     pub fn is_routed(&self, link: Link) -> bool {
         self.slot(link).is_some()
     }
 
+    /// Whether a frame with [`flags::KEEPALIVE`] came on `link` since it
+    /// was routed: only such a link can be taken for stalled.
+    pub fn promised_keepalive(&self, link: Link) -> bool {
+        self.links.iter().any(|l| l.link == link && l.announced)
+    }
+
+    /// While `link` counts as stalled (see [`Router::tick`]): the `now` of
+    /// the tick that found it so. Its next frame ends that.
+    pub fn stalled_since(&self, link: Link) -> Option<u64> {
+        self.links
+            .iter()
+            .find(|l| l.link == link)
+            .and_then(|l| l.stalled)
+    }
+
     fn slot(&self, link: Link) -> Option<u64> {
         self.links
             .iter()
-            .find(|(l, _)| *l == link)
-            .map(|(_, s)| 1u64 << s)
+            .find(|l| l.link == link)
+            .map(LinkState::bit)
     }
 
-    fn link_of_bit(&self, bit: u64) -> Option<Link> {
-        self.links
-            .iter()
-            .find(|(_, s)| 1u64 << s == bit)
-            .map(|(l, _)| *l)
+    /// The flags of every frame this router makes, besides `RELEASE`: it
+    /// promises keep-alives once its timers have run (see
+    /// [`RouterConfig::keepalive`]).
+    fn own_flags(&self) -> u8 {
+        if self.cfg.keepalive.is_some() && self.last_tick.is_some() {
+            flags::KEEPALIVE
+        } else {
+            0
+        }
     }
 
     /// A link's `midi` channel is open (on the host: and the peer was
@@ -371,11 +499,17 @@ impl Router {
         if self.is_routed(link) {
             return true;
         }
-        let used: Vec<u8> = self.links.iter().map(|(_, s)| *s).collect();
-        let Some(slot) = (0..MAX_LINKS as u8).find(|s| !used.contains(s)) else {
+        let Some(slot) = (0..MAX_LINKS as u8).find(|s| self.link_mask & (1u64 << s) == 0) else {
             return false;
         };
-        self.links.push((link, slot));
+        self.links.push(LinkState {
+            link,
+            slot,
+            last_sent: None,
+            last_recv: None,
+            announced: false,
+            stalled: None,
+        });
         self.link_mask |= 1u64 << slot;
         true
     }
@@ -388,7 +522,7 @@ impl Router {
             for v in self.voices.values_mut() {
                 v.forget(bit);
             }
-            self.links.retain(|(l, _)| *l != link);
+            self.links.retain(|l| l.link != link);
             self.link_mask &= !bit;
         }
         let mut gone: Vec<Origin> = self
@@ -483,15 +617,19 @@ impl Router {
                         message,
                         release: true,
                     }));
-            } else if let Some(link) = self.link_of_bit(bit) {
+            } else {
                 let header = FrameHeader {
-                    flags: flags::RELEASE,
+                    flags: flags::RELEASE | self.own_flags(),
                     origin: wire_origin,
                     time_us: now,
                 };
+                let Some(ls) = self.links.iter_mut().find(|l| l.bit() == bit) else {
+                    continue;
+                };
+                ls.last_sent = Some(now);
                 for f in frame::encode_split(&header, &messages) {
                     self.stats.frames_out += 1;
-                    out.sends.push((link, f));
+                    out.sends.push((ls.link, f));
                 }
             }
         }
@@ -558,21 +696,25 @@ impl Router {
             return;
         }
         let header = FrameHeader {
-            flags: 0,
+            flags: self.own_flags(),
             origin: ORIGIN_SENDER,
             time_us,
         };
         for f in frame::encode_split(&header, messages) {
-            for (link, _) in &self.links {
+            for ls in &mut self.links {
+                ls.last_sent = Some(now);
                 self.stats.frames_out += 1;
-                out.sends.push((*link, f.clone()));
+                out.sends.push((ls.link, f.clone()));
             }
         }
     }
 
     /// A frame arrived on `link`'s `midi` channel. Refused whole if it does
     /// not decode (nothing of it is routed); ignored if the link is not
-    /// routed. Returns the number of messages routed.
+    /// routed. Any frame from a routed link ends its stall, and one with
+    /// [`flags::KEEPALIVE`] makes it a link that promised keep-alives; an
+    /// empty frame does nothing more (not played, not relayed, not counted
+    /// as activity). Returns the number of messages routed.
     pub fn frame(
         &mut self,
         now: u64,
@@ -588,10 +730,22 @@ impl Router {
             }
         };
         self.stats.frames_in += 1;
-        let Some(source_bit) = self.slot(link) else {
+        let Some(source) = self.links.iter_mut().find(|l| l.link == link) else {
             self.stats.frames_unrouted += 1;
             return Ok(0);
         };
+        let source_bit = source.bit();
+        source.last_recv = Some(now);
+        source.stalled = None;
+        if f.header.flags & flags::KEEPALIVE != 0 {
+            source.announced = true;
+        }
+        if f.is_empty() {
+            if f.header.flags & flags::KEEPALIVE != 0 {
+                self.stats.keepalives_in += 1;
+            }
+            return Ok(0);
+        }
         let origin = match self.cfg.role {
             Role::Host => Origin::peer(link),
             Role::Joiner => Origin::Remote {
@@ -631,20 +785,107 @@ impl Router {
         voice.messages += n as u64;
         self.stats.messages_in += n as u64;
         if relay != 0 && n > 0 {
+            // The player's RELEASE bit, this router's own promise: the
+            // player's KEEPALIVE (and any bit this router does not know)
+            // is not passed on.
             let header = FrameHeader {
-                flags: f.header.flags & flags::RELEASE,
+                flags: (f.header.flags & flags::RELEASE) | self.own_flags(),
                 origin: self.wire_origin(origin),
                 time_us: f.header.time_us,
             };
             let relayed = frame::encode_with_body(&header, f.body());
-            for (l, s) in &self.links {
-                if relay & (1u64 << s) != 0 {
+            for ls in &mut self.links {
+                if relay & ls.bit() != 0 {
+                    ls.last_sent = Some(now);
                     self.stats.frames_out += 1;
-                    out.sends.push((*l, relayed.clone()));
+                    out.sends.push((ls.link, relayed.clone()));
                 }
             }
         }
         Ok(n)
+    }
+
+    /// Timers, to be called about every 100 ms while links are routed (not
+    /// needed while none is) with [`RouterConfig::keepalive`] set; does
+    /// nothing without it. The first call starts the keep-alive promise:
+    /// every frame made from then on carries [`flags::KEEPALIVE`].
+    ///
+    /// 1. **Stalls**: a routed link that promised keep-alives, from which
+    ///    nothing came for [`KeepAlive::stall_us`] while notes or pedals of
+    ///    players heard through it still sound somewhere, is released: those
+    ///    players' notes and pedals on every output that holds them (frames
+    ///    flagged `RELEASE` to links, deliveries to the local output), as
+    ///    [`Router::link_closed`] would. The link stays routed and counts as
+    ///    stalled ([`Router::stalled_since`]) until a frame comes from it
+    ///    again, and then is served as before. Links that never promised
+    ///    are never released here.
+    /// 2. **Keep-alives**: an empty frame (origin 0, flags `KEEPALIVE`,
+    ///    time `now`) to each routed link that holds a note or pedal this
+    ///    router sent and would otherwise go [`KeepAlive::every_us`]
+    ///    without a frame before the next tick (expected as far off as the
+    ///    last one was). One buffer shared by all of them.
+    pub fn tick(&mut self, now: u64, out: &mut Routed) {
+        let Some(ka) = self.cfg.keepalive else {
+            return;
+        };
+        let spacing = self
+            .last_tick
+            .map_or(0, |t| now.saturating_sub(t))
+            .min(ka.every_us);
+        self.last_tick = Some(now);
+
+        for i in 0..self.links.len() {
+            let ls = self.links[i];
+            let silent = ls
+                .last_recv
+                .is_some_and(|t| now.saturating_sub(t) >= ka.stall_us);
+            if !ls.announced || ls.stalled.is_some() || !silent {
+                continue;
+            }
+            // Allocates only when a link really stalled.
+            let mut holding: Vec<Origin> = self
+                .voices
+                .iter()
+                .filter(|(o, v)| o.via() == Some(ls.link) && !v.is_idle())
+                .map(|(o, _)| *o)
+                .collect();
+            if holding.is_empty() {
+                continue;
+            }
+            holding.sort_unstable();
+            self.links[i].stalled = Some(now);
+            self.stats.stalls += 1;
+            for origin in holding {
+                self.release_origin(now, origin, u64::MAX, out);
+            }
+        }
+
+        let held = self.voices.values().fold(0, |acc, v| acc | v.held()) & self.link_mask;
+        if held == 0 {
+            return;
+        }
+        let mut keepalive: Option<Bytes> = None;
+        for ls in &mut self.links {
+            if held & ls.bit() == 0 {
+                continue;
+            }
+            let quiet = ls.last_sent.map_or(u64::MAX, |t| now.saturating_sub(t));
+            if quiet.saturating_add(spacing) < ka.every_us {
+                continue;
+            }
+            let f = keepalive.get_or_insert_with(|| {
+                let header = FrameHeader {
+                    flags: flags::KEEPALIVE,
+                    origin: ORIGIN_SENDER,
+                    time_us: now,
+                };
+                frame::encode_with_body(&header, &[])
+            });
+            ls.last_sent = Some(now);
+            self.stats.frames_out += 1;
+            self.stats.keepalives_out += 1;
+            out.sends.push((ls.link, f.clone()));
+        }
     }
 
     /// The activity light of every tracked origin.

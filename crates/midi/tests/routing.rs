@@ -1,7 +1,10 @@
 //! Routing and release on a simulated jam: one host router and joiner
 //! routers, each with in-memory MIDI ports (a keyboard played as raw bytes,
 //! a synth that records what it gets), frames carried between them in
-//! memory, and simulated time. No sleeps, no sockets.
+//! memory, and simulated time. No sleeps, no sockets. Timers
+//! (`Router::tick`: keep-alives and stalls) run on a 100 ms grid when a
+//! test lets time pass with [`Jam::advance`]; a frozen peer's router does
+//! not tick or play (a killed or hung process).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -10,13 +13,15 @@ use midi::frame::{flags, Frame};
 use midi::memory::{MemoryInput, MemoryMidi, MemoryOutput};
 use midi::message::cc;
 use midi::ports::{input_queue, InputPort, InputQueue, MidiSystem, OutputPort};
-use midi::router::RouterStats;
+use midi::router::{RouterStats, KEEPALIVE_EVERY_US, STALL_US};
 use midi::{Link, MidiMessage, Origin, Routed, Router, RouterConfig, SysEx};
 
 /// The host's id for itself in this harness; joiners are 1, 2, ...
 const HOST: u64 = 0;
 /// The link id a joiner uses for its host.
 const TO_HOST: Link = Link(1000);
+/// How often the async edge runs the routers' timers.
+const TICK: u64 = 100_000;
 
 struct Peer {
     router: Router,
@@ -54,6 +59,10 @@ struct Jam {
     wire: VecDeque<(u64, u64, Bytes)>,
     /// Every frame delivered, as (from, to, frame), for assertions.
     seen: Vec<(u64, u64, Frame)>,
+    /// When each frame of `seen` was delivered.
+    seen_at: Vec<u64>,
+    /// Peers whose routers neither tick nor play.
+    frozen: BTreeSet<u64>,
 }
 
 fn on(ch: u8, key: u8, vel: u8) -> MidiMessage {
@@ -71,18 +80,29 @@ fn off(ch: u8, key: u8) -> MidiMessage {
 impl Jam {
     fn new() -> Jam {
         let mut peers = BTreeMap::new();
-        peers.insert(HOST, Peer::new(RouterConfig::host()));
+        let mut host = Peer::new(RouterConfig::host());
+        // As every edge does: the timers start with the router (nothing to
+        // send yet), so it promises keep-alives from its first frame.
+        host.router.tick(1_000_000, &mut Routed::default());
+        peers.insert(HOST, host);
         Jam {
             now: 1_000_000,
             peers,
             wire: VecDeque::new(),
             seen: Vec::new(),
+            seen_at: Vec::new(),
+            frozen: BTreeSet::new(),
         }
     }
 
     /// A joiner connects and opens its `midi` channel.
     fn join(&mut self, id: u64) {
-        let mut p = Peer::new(RouterConfig::joiner());
+        self.join_with(id, RouterConfig::joiner());
+    }
+
+    fn join_with(&mut self, id: u64, cfg: RouterConfig) {
+        let mut p = Peer::new(cfg);
+        p.router.tick(self.now, &mut Routed::default());
         assert!(p.router.link_opened(TO_HOST));
         self.peers.insert(id, p);
         assert!(self.host().router.link_opened(Link(id)));
@@ -98,6 +118,43 @@ impl Jam {
 
     fn tick(&mut self, us: u64) {
         self.now += us;
+    }
+
+    /// Time passes with every router's timers running on a 100 ms grid, as
+    /// the async edge runs them, except for frozen peers.
+    fn advance(&mut self, us: u64) {
+        let end = self.now + us;
+        loop {
+            let next = (self.now / TICK + 1) * TICK;
+            if next > end {
+                break;
+            }
+            self.now = next;
+            let ids: Vec<u64> = self
+                .peers
+                .keys()
+                .copied()
+                .filter(|id| !self.frozen.contains(id))
+                .collect();
+            for id in ids {
+                let mut out = Routed::default();
+                self.peer(id).router.tick(next, &mut out);
+                self.apply(id, out);
+            }
+        }
+        self.now = end;
+    }
+
+    /// Frames delivered from `from` to `to` since the `since`-th one seen,
+    /// with their delivery time.
+    fn frames(&self, from: u64, to: u64, since: usize) -> Vec<(u64, &Frame)> {
+        self.seen
+            .iter()
+            .zip(&self.seen_at)
+            .skip(since)
+            .filter(|((f, t, _), _)| *f == from && *t == to)
+            .map(|((_, _, frame), at)| (*at, frame))
+            .collect()
     }
 
     /// Carries out what `from` must do.
@@ -127,6 +184,7 @@ impl Jam {
                 .expect("frames between routers decode");
             self.seen
                 .push((from, to, Frame::decode(&frame).expect("decodes")));
+            self.seen_at.push(now);
             self.apply(to, out);
         }
     }
@@ -798,4 +856,493 @@ fn the_router_survives_arbitrary_frames_and_events() {
             }
         }
     }
+}
+
+// ------------------------------------------------------------ keep-alives
+
+fn is_keepalive(f: &Frame) -> bool {
+    f.messages.is_empty()
+}
+
+/// The host holds a note on its joiners: each gets an empty keep-alive
+/// frame whenever it would otherwise go 250 ms without one, and only then;
+/// a joiner that holds nothing of the host's gets none; once nothing is
+/// held, the links go quiet. A joiner's own keep-alives reach the host and
+/// go no further.
+#[test]
+fn keepalives_go_out_only_while_our_notes_sound_and_only_on_quiet_links() {
+    let mut jam = Jam::new();
+    jam.join(1);
+    jam.join(2);
+    // Nothing sounds: the timers send nothing.
+    jam.advance(2_000_000);
+    assert!(jam.seen.is_empty(), "{:?}", jam.seen);
+
+    let start = jam.seen.len();
+    let t0 = jam.now;
+    jam.play(HOST, &[0x90, 60, 100]);
+    // Peer 3 arrives after the note: it holds nothing of the host's.
+    jam.join(3);
+    jam.advance(1_000_000);
+    let to1 = jam.frames(HOST, 1, start);
+    let times: Vec<u64> = to1.iter().map(|(at, _)| at - t0).collect();
+    // The note, then a keep-alive every other 100 ms tick: waiting for the
+    // next tick would have left the link quiet for 300 ms.
+    assert_eq!(
+        times,
+        vec![0, 200_000, 400_000, 600_000, 800_000, 1_000_000],
+        "{to1:?}"
+    );
+    for (at, f) in &to1[1..] {
+        assert!(is_keepalive(f));
+        assert_eq!(
+            f.header.flags,
+            flags::KEEPALIVE,
+            "no RELEASE on a keep-alive"
+        );
+        assert_eq!(f.header.origin, 0);
+        assert_eq!(f.header.time_us, *at);
+    }
+    assert_eq!(jam.frames(HOST, 2, start).len(), 6);
+    assert!(jam.frames(HOST, 3, start).is_empty(), "3 holds nothing");
+    assert_eq!(jam.stats(HOST).keepalives_out, 10);
+
+    // Peer 1 plays (off the tick grid) and holds a note: it sends its own
+    // keep-alives to the host, which neither plays nor relays them, and
+    // the relay to 2 and 3 counts as the host's frame to them.
+    let start = jam.seen.len();
+    jam.tick(30_000);
+    jam.play(1, &[0x91, 62, 100]);
+    jam.advance(2_000_000);
+    assert_eq!(
+        jam.synth(HOST),
+        vec![on(1, 62, 100)],
+        "keep-alives are not played"
+    );
+    assert_eq!(jam.synth(2), vec![on(0, 60, 100), on(1, 62, 100)]);
+    assert_eq!(jam.synth(3), vec![on(1, 62, 100)]);
+    assert!(jam.stats(HOST).keepalives_in >= 8);
+    for to in [2, 3] {
+        let relayed: Vec<&Frame> = jam
+            .frames(HOST, to, start)
+            .into_iter()
+            .map(|(_, f)| f)
+            .filter(|f| f.header.origin == 1)
+            .collect();
+        assert_eq!(relayed.len(), 1, "only the note is relayed: {relayed:?}");
+        assert_eq!(relayed[0].messages, vec![on(1, 62, 100)]);
+    }
+    // On every link both ways: never 250 ms without a frame while notes
+    // are held there, and never a keep-alive sooner than a tick before
+    // that was due.
+    for (from, to) in [(HOST, 1), (HOST, 2), (HOST, 3), (1, HOST)] {
+        let fs = jam.frames(from, to, start);
+        assert!(fs.len() >= 8, "{from} -> {to}: {fs:?}");
+        for w in fs.windows(2) {
+            let gap = w[1].0 - w[0].0;
+            assert!(
+                gap <= KEEPALIVE_EVERY_US,
+                "{from} -> {to}: a gap of {gap} µs"
+            );
+            if is_keepalive(w[1].1) {
+                assert!(gap >= KEEPALIVE_EVERY_US - TICK, "{from} -> {to}: {gap} µs");
+            }
+        }
+    }
+    // Everything the routers sent carried the promise.
+    assert!(jam
+        .seen
+        .iter()
+        .all(|(_, _, f)| f.header.flags & flags::KEEPALIVE != 0));
+
+    // Everyone lets go: the links go quiet.
+    jam.play(HOST, &[0x80, 60, 0]);
+    jam.play(1, &[0x81, 62, 0]);
+    let start = jam.seen.len();
+    jam.advance(3_000_000);
+    assert!(jam.seen[start..].is_empty(), "{:?}", &jam.seen[start..]);
+    for id in [HOST, 1, 2, 3] {
+        assert_eq!(jam.stats(id).stalls, 0);
+    }
+}
+
+/// Peer 1 promised keep-alives, holds a note and the pedal, then freezes
+/// (killed: no goodbye, nothing more on the wire). 1 s after its last
+/// frame its notes are released, once, on every output that heard them
+/// and nowhere else; other players' notes stay; its link stays routed.
+#[test]
+fn a_silent_player_who_promised_keepalives_is_released_once_where_heard() {
+    let mut jam = Jam::new();
+    jam.join(1);
+    jam.join(2);
+    jam.play(1, &[0xB0, 64, 127, 0x90, 60, 100]);
+    jam.join(3);
+    jam.play(1, &[0x90, 64, 100]);
+    jam.play(2, &[0x91, 50, 100]);
+    jam.advance(600_000);
+    for id in [HOST, 2, 3] {
+        jam.synth(id);
+    }
+    jam.synth(1);
+    assert!(jam.host().router.promised_keepalive(Link(1)));
+
+    jam.frozen.insert(1);
+    let start = jam.seen.len();
+    let last_from_1 = *jam
+        .seen
+        .iter()
+        .zip(&jam.seen_at)
+        .filter(|((from, _, _), _)| *from == 1)
+        .map(|(_, at)| at)
+        .next_back()
+        .expect("1 sent frames");
+    // Nothing happens before the stall time.
+    while jam.now + TICK < last_from_1 + STALL_US {
+        jam.advance(TICK);
+        assert_eq!(jam.synth(HOST), vec![], "released early at {}", jam.now);
+    }
+    jam.advance(TICK);
+    let released_at = jam.now;
+    let all = vec![
+        off(0, 60),
+        off(0, 64),
+        MidiMessage::control(0, cc::SUSTAIN, 0),
+    ];
+    assert_eq!(jam.synth(HOST), all);
+    assert!(released_at - last_from_1 >= STALL_US);
+    assert!(released_at - last_from_1 < STALL_US + TICK);
+    assert_eq!(jam.synth(2), all);
+    // 3 joined after the pedal and C: only E.
+    assert_eq!(jam.synth(3), vec![off(0, 64)]);
+    for to in [2, 3] {
+        let releases: Vec<(u64, &Frame)> = jam
+            .frames(HOST, to, start)
+            .into_iter()
+            .filter(|(_, f)| !is_keepalive(f))
+            .collect();
+        assert_eq!(releases.len(), 1, "{releases:?}");
+        let h = releases[0].1.header;
+        assert_eq!(h.origin, 1);
+        assert_eq!(h.flags, flags::RELEASE | flags::KEEPALIVE);
+        assert_eq!(h.time_us, released_at);
+    }
+    assert_eq!(jam.stats(HOST).stalls, 1);
+    assert!(jam.host().router.is_routed(Link(1)));
+    assert_eq!(jam.host().router.stalled_since(Link(1)), Some(released_at));
+    // Peer 2's note is untouched; peer 1 is silent now.
+    assert_eq!(
+        jam.host()
+            .router
+            .activity_of(Origin::peer(Link(2)))
+            .sounding,
+        1
+    );
+    let a = jam.host().router.activity_of(Origin::peer(Link(1)));
+    assert_eq!((a.sounding, a.sustained, a.messages), (0, 0, 3));
+
+    // Released once: more silence releases nothing more.
+    jam.advance(3_000_000);
+    for id in [HOST, 2, 3] {
+        assert_eq!(jam.synth(id), vec![], "{id}");
+    }
+    assert_eq!(jam.stats(HOST).stalls, 1);
+    // And when its link finally closes, there is nothing left to release.
+    jam.vanish(1);
+    for id in [HOST, 2, 3] {
+        assert_eq!(jam.synth(id), vec![], "{id}");
+    }
+}
+
+/// A joiner that never sets the flag (an older one, or MidiEditor's
+/// future self) may hold a note in silence as long as it likes.
+#[test]
+fn a_player_who_never_promised_keepalives_is_never_released_for_silence() {
+    let mut jam = Jam::new();
+    jam.join_with(
+        1,
+        RouterConfig {
+            keepalive: None,
+            ..RouterConfig::joiner()
+        },
+    );
+    jam.join(2);
+    jam.play(1, &[0xB0, 64, 127, 0x90, 60, 100]);
+    let (_, _, f) = jam
+        .seen
+        .iter()
+        .find(|(from, _, _)| *from == 1)
+        .expect("1's frame");
+    assert_eq!(f.header.flags, 0, "no promise, no flag");
+    // A hand-made frame without the flag, as any old sender writes it.
+    let raw = midi::frame::encode(&midi::FrameHeader::default(), &[on(2, 40, 90)]).unwrap();
+    jam.wire.push_back((1, HOST, Bytes::from(raw)));
+    jam.pump();
+    jam.synth(HOST);
+    jam.synth(2);
+    jam.advance(10_000_000);
+    assert_eq!(jam.synth(HOST), vec![]);
+    assert_eq!(jam.synth(2), vec![]);
+    assert_eq!(jam.stats(HOST).stalls, 0);
+    assert!(!jam.host().router.promised_keepalive(Link(1)));
+    // Its keep-alive-less router sent nothing while it held the note.
+    assert_eq!(jam.stats(1).keepalives_out, 0);
+    assert_eq!(
+        jam.frames(1, HOST, 0).len(),
+        2,
+        "the note and the raw frame"
+    );
+    // The host, which does promise, kept its promise to 2.
+    assert!(jam.stats(HOST).keepalives_out >= 40);
+    // Its link closing still releases it.
+    jam.vanish(1);
+    let want = vec![
+        off(0, 60),
+        off(2, 40),
+        MidiMessage::control(0, cc::SUSTAIN, 0),
+    ];
+    assert_eq!(jam.synth(HOST), want);
+    assert_eq!(jam.synth(2), want);
+}
+
+/// A player who stalled and comes back (a frozen process resumed) is
+/// served as before, and a second stall releases only what it played
+/// since.
+#[test]
+fn a_stalled_player_who_comes_back_is_served_again() {
+    let mut jam = Jam::new();
+    jam.join(1);
+    jam.join(2);
+    jam.play(1, &[0x90, 60, 100]);
+    jam.frozen.insert(1);
+    jam.advance(1_500_000);
+    assert_eq!(jam.synth(HOST), vec![on(0, 60, 100), off(0, 60)]);
+    assert_eq!(jam.synth(2), vec![on(0, 60, 100), off(0, 60)]);
+    assert!(jam.host().router.stalled_since(Link(1)).is_some());
+
+    // It resumes: its router still holds 60, so its keep-alives flow and
+    // end the stall; it is never released while it keeps its promise.
+    jam.frozen.remove(&1);
+    jam.advance(300_000);
+    assert_eq!(jam.host().router.stalled_since(Link(1)), None);
+    jam.play(1, &[0x90, 67, 100]);
+    assert_eq!(jam.synth(HOST), vec![on(0, 67, 100)]);
+    assert_eq!(jam.synth(2), vec![on(0, 67, 100)]);
+    jam.advance(5_000_000);
+    assert_eq!(jam.synth(HOST), vec![]);
+    assert_eq!(jam.stats(HOST).stalls, 1);
+
+    // Frozen again: only 67 is left to release.
+    jam.frozen.insert(1);
+    jam.advance(1_500_000);
+    assert_eq!(jam.synth(HOST), vec![off(0, 67)]);
+    assert_eq!(jam.synth(2), vec![off(0, 67)]);
+    assert_eq!(jam.stats(HOST).stalls, 2);
+}
+
+/// The same on the other side of the star: a joiner whose host stalls
+/// releases everything it heard through it, every player's.
+#[test]
+fn a_joiner_releases_what_it_heard_when_its_host_stalls() {
+    let mut jam = Jam::new();
+    jam.join(1);
+    jam.join(2);
+    jam.play(HOST, &[0x90, 48, 100]);
+    jam.play(2, &[0x91, 50, 100, 0xB1, 64, 127]);
+    jam.play(1, &[0x92, 52, 100]);
+    jam.synth(1);
+    jam.frozen.insert(HOST);
+    jam.advance(1_500_000);
+    assert_eq!(
+        jam.synth(1),
+        vec![
+            off(0, 48),
+            off(1, 50),
+            MidiMessage::control(1, cc::SUSTAIN, 0)
+        ]
+    );
+    assert_eq!(jam.stats(1).stalls, 1);
+    assert!(jam.peer(1).router.stalled_since(TO_HOST).is_some());
+}
+
+/// Random jams with the timers running: players come and go, play, hold
+/// notes and pedals through long silences; in half of them players also
+/// freeze and thaw. A player who never froze is never taken for stalled
+/// (on the host, and no joiner takes the host for stalled); one frozen
+/// for 1.1 s holds nothing anywhere; and once everybody has left every
+/// synth is silent.
+#[test]
+fn random_jams_with_timers_release_only_silent_players_and_end_silent() {
+    let mut stalls = 0;
+    for seed in 1..=30u64 {
+        let mut rng = XorShift(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
+        let freezing = seed % 2 == 0;
+        let mut jam = Jam::new();
+        let mut synths: BTreeMap<u64, SynthState> = BTreeMap::new();
+        let mut ever_frozen: BTreeSet<u64> = BTreeSet::new();
+        let mut frozen_at: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut next_id = 1;
+        for _ in 0..300 {
+            let ids: Vec<u64> = jam.peers.keys().copied().collect();
+            let joiners: Vec<u64> = ids.iter().copied().filter(|i| *i != HOST).collect();
+            match rng.below(16) {
+                0 | 1 if ids.len() < 5 => {
+                    jam.join(next_id);
+                    next_id += 1;
+                }
+                2 if !joiners.is_empty() && rng.below(3) == 0 => {
+                    let id = joiners[rng.below(joiners.len() as u64) as usize];
+                    jam.lose_host(id);
+                    let heard = jam.synth(id);
+                    let s = synths.entry(id).or_default();
+                    s.apply(&heard);
+                    assert!(s.is_silent(), "seed {seed}: {id} left with {s:?}");
+                    jam.vanish(id);
+                    jam.frozen.remove(&id);
+                    frozen_at.remove(&id);
+                }
+                3 | 4 => jam.advance(rng.below(1_500_000)),
+                5 if freezing && !joiners.is_empty() => {
+                    let id = joiners[rng.below(joiners.len() as u64) as usize];
+                    if jam.frozen.remove(&id) {
+                        frozen_at.remove(&id);
+                    } else {
+                        jam.frozen.insert(id);
+                        ever_frozen.insert(id);
+                        frozen_at.insert(id, jam.now);
+                    }
+                }
+                _ => {
+                    let live: Vec<u64> = ids
+                        .iter()
+                        .copied()
+                        .filter(|i| !jam.frozen.contains(i))
+                        .collect();
+                    let id = live[rng.below(live.len() as u64) as usize];
+                    let ch = rng.below(3) as u8;
+                    let key = 60 + rng.below(6) as u8;
+                    let m = match rng.below(5) {
+                        0 | 1 => on(ch, key, 1 + rng.below(127) as u8),
+                        2 => off(ch, key),
+                        _ => MidiMessage::control(
+                            ch,
+                            cc::SUSTAIN,
+                            if rng.below(2) == 0 { 0 } else { 127 },
+                        ),
+                    };
+                    jam.advance(rng.below(20_000));
+                    jam.play_msgs(id, &[m]);
+                }
+            }
+            let ids: Vec<u64> = jam.peers.keys().copied().collect();
+            for id in &ids {
+                let heard = jam.synth(*id);
+                synths.entry(*id).or_default().apply(&heard);
+                if *id != HOST {
+                    assert_eq!(
+                        jam.peer(*id).router.stalled_since(TO_HOST),
+                        None,
+                        "seed {seed}: {id} took the host for stalled"
+                    );
+                    if !ever_frozen.contains(id) {
+                        assert_eq!(
+                            jam.host().router.stalled_since(Link(*id)),
+                            None,
+                            "seed {seed}: {id} never froze"
+                        );
+                    }
+                }
+            }
+            let now = jam.now;
+            for (id, since) in frozen_at.clone() {
+                if now < since + STALL_US + TICK {
+                    continue;
+                }
+                let a = jam.host().router.activity_of(Origin::peer(Link(id)));
+                assert_eq!(
+                    (a.sounding, a.sustained),
+                    (0, 0),
+                    "seed {seed}: {id} frozen since {since}, now {now}"
+                );
+                for other in ids.iter().copied().filter(|o| *o != HOST && *o != id) {
+                    let a = jam.peer(other).router.activity_of(Origin::Remote {
+                        via: TO_HOST,
+                        player: id,
+                    });
+                    assert_eq!((a.sounding, a.sustained), (0, 0), "seed {seed}");
+                }
+            }
+            if !freezing {
+                for id in &ids {
+                    assert_eq!(jam.stats(*id).stalls, 0, "seed {seed}: {id}");
+                }
+            }
+        }
+        stalls += jam.stats(HOST).stalls;
+        let ids: Vec<u64> = jam.peers.keys().copied().filter(|i| *i != HOST).collect();
+        for id in ids {
+            jam.lose_host(id);
+            let heard = jam.synth(id);
+            synths.entry(id).or_default().apply(&heard);
+            jam.vanish(id);
+        }
+        let mut out = Routed::default();
+        let now = jam.now;
+        jam.host().router.release_all(now, &mut out);
+        jam.apply(HOST, out);
+        let heard = jam.synth(HOST);
+        let s = synths.entry(HOST).or_default();
+        s.apply(&heard);
+        for (id, s) in &synths {
+            assert!(s.is_silent(), "seed {seed}: {id}'s synth left with {s:?}");
+        }
+    }
+    assert!(stalls > 10, "frozen players stalled only {stalls} times");
+}
+
+/// An edge written before keep-alives never calls `tick`: its router must
+/// not promise what it would not keep, or the other side would cut its
+/// held notes after 1 s of silence. The promise starts with the first
+/// tick, and is then on every frame: relays and releases too.
+#[test]
+fn a_router_promises_keepalives_only_once_its_timers_run() {
+    let mut r = Router::new(RouterConfig::joiner());
+    assert!(r.config().keepalive.is_some(), "on by default");
+    r.link_opened(TO_HOST);
+    let mut out = Routed::default();
+    r.local_input(1, 1, &[on(0, 60, 100)], &mut out);
+    let f = Frame::decode(&out.sends[0].1).unwrap();
+    assert_eq!(f.header.flags, 0, "no timers yet, no promise");
+    out.clear();
+    r.tick(2, &mut out);
+    r.local_input(3, 3, &[on(0, 62, 100)], &mut out);
+    let f = Frame::decode(&out.sends[0].1).unwrap();
+    assert_eq!(f.header.flags, flags::KEEPALIVE);
+
+    let mut host = Router::new(RouterConfig::host());
+    host.tick(0, &mut out);
+    out.clear();
+    host.link_opened(Link(1));
+    host.link_opened(Link(2));
+    // A player's frame with a RELEASE and an unknown bit: the host keeps
+    // RELEASE, puts its own promise, drops the rest.
+    let frame = midi::frame::encode(
+        &midi::FrameHeader {
+            flags: flags::RELEASE | 0x80,
+            origin: 0,
+            time_us: 7,
+        },
+        &[on(0, 60, 100)],
+    )
+    .unwrap();
+    host.frame(10, Link(1), &frame, &mut out).unwrap();
+    let relayed = Frame::decode(&out.sends[0].1).unwrap();
+    assert_eq!(relayed.header.flags, flags::RELEASE | flags::KEEPALIVE);
+    assert!(
+        !host.promised_keepalive(Link(1)),
+        "no KEEPALIVE from 1, no promise"
+    );
+    out.clear();
+    host.link_closed(20, Link(1), &mut out);
+    let release = Frame::decode(&out.sends[0].1).unwrap();
+    assert_eq!(release.header.flags, flags::RELEASE | flags::KEEPALIVE);
 }

@@ -15,6 +15,15 @@
 //!   left sounding, on every output that played them: the other peers get
 //!   a release frame, the local output Note Offs on [`HostControl::midi_events`].
 //!   A link that comes back from `Disconnected` is routed again.
+//! - a routed peer that promised keep-alives (the `KEEPALIVE` flag of
+//!   `docs/midi-frames.md`: our aiortc test joiner does) and then sends
+//!   nothing for 1 s while its notes sound has **stalled**: its notes and
+//!   pedals are released the same way, ~1 s after a kill instead of the ~5 s
+//!   ICE takes, but it stays routed and is served again from its next
+//!   frame. Peers that never set the flag are never released for silence.
+//!   The host makes the same promise on every frame it sends. Both need
+//!   the router's timers: [`MIDI_TICK_EVERY`], only while a peer is routed,
+//!   so an idle host does not wake up.
 //! - frames from a routed peer go to the local output (unless muted) and to
 //!   every other routed peer, re-stamped with the sender's peer id as origin.
 //! - MidiEditor joiners never open `midi`: none of this touches them.
@@ -33,7 +42,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ::midi::router::Routed;
 use ::midi::{Activity, Link, MidiMessage, Origin, Parser, Router, RouterConfig};
@@ -62,6 +71,12 @@ pub const RELAY_BUCKETS_US: [u64; 9] = [1, 2, 5, 10, 20, 50, 100, 1000, u64::MAX
 /// Routed messages kept for slow local-output receivers (see
 /// [`HostControl::midi_events`]).
 pub const MIDI_EVENTS: usize = 4096;
+
+/// How often the router's timers run while a peer is routed: keep-alives to
+/// peers that hold the host's notes (the promise is a frame every 250 ms),
+/// and the release of peers that stalled (1 s of silence), found 1.0 to
+/// 1.1 s after their last frame.
+pub(super) const MIDI_TICK_EVERY: Duration = Duration::from_millis(100);
 
 /// A message for the host's local MIDI output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +123,12 @@ pub struct MidiStats {
     pub relay_histogram: [u64; 9],
     /// Peers kicked because their `midi` queue was full.
     pub stalled: u64,
+    /// Empty keep-alive frames queued for peers that hold the host's notes
+    /// (also counted in `frames_out`).
+    pub keepalives_out: u64,
+    /// Times a peer that promised keep-alives went silent for 1 s while
+    /// its notes sounded, and its notes were released (it stays in).
+    pub keepalive_stalls: u64,
 }
 
 impl MidiStats {
@@ -146,6 +167,8 @@ struct Counters {
     relay_slow: AtomicU64,
     relay_histogram: [AtomicU64; 9],
     stalled: AtomicU64,
+    keepalives_out: AtomicU64,
+    keepalive_stalls: AtomicU64,
 }
 
 /// What [`Host`](super::Host) and every [`HostControl`] share for MIDI.
@@ -195,16 +218,35 @@ pub(super) struct Live {
     /// forgets an origin's mute when its link is unrouted, which a lost
     /// link or a reopened channel also does). Bounded by the peers known.
     muted: Vec<PeerId>,
+    /// The router's clock: the wall clock when the host started, advanced
+    /// by the monotonic clock. It reads as µs since the UNIX epoch (what
+    /// release frames and activity lights carry), and a step of the wall
+    /// clock (NTP setting it) can neither fake a stall nor hide one.
+    clock: (Instant, u64),
 }
 
 impl Live {
     pub(super) fn new(shared: MidiShared) -> Live {
-        Live {
+        let mut live = Live {
             router: Router::new(RouterConfig::host()),
             routed: Routed::default(),
             shared,
             muted: Vec::new(),
-        }
+            clock: (Instant::now(), ::midi::wall_us()),
+        };
+        // The timers start now (with no link, this tick does nothing else):
+        // the host promises keep-alives from its very first frame, and the
+        // engine ticks from the first routed peer on.
+        let now = live.now_us();
+        live.router.tick(now, &mut live.routed);
+        live
+    }
+
+    /// `now` for the router, in µs since the UNIX epoch (see `clock`).
+    fn now_us(&self) -> u64 {
+        let (started, wall) = self.clock;
+        let elapsed = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        wall.saturating_add(elapsed)
     }
 }
 
@@ -308,13 +350,15 @@ impl HostControl {
             relay_slow: c.relay_slow.load(Ordering::Relaxed),
             relay_histogram: std::array::from_fn(|i| c.relay_histogram[i].load(Ordering::Relaxed)),
             stalled: c.stalled.load(Ordering::Relaxed),
+            keepalives_out: c.keepalives_out.load(Ordering::Relaxed),
+            keepalive_stalls: c.keepalive_stalls.load(Ordering::Relaxed),
         }
     }
 }
 
 impl Engine {
     pub(super) fn on_midi_cmd(&mut self, c: MidiCmd) {
-        let now = ::midi::wall_us();
+        let now = self.live.now_us();
         let mut out = std::mem::take(&mut self.live.routed);
         match c {
             MidiCmd::Local { time_us, messages } => {
@@ -356,10 +400,11 @@ impl Engine {
         let counters = self.live.shared.counters.clone();
         counters.frames_in.fetch_add(1, Ordering::Relaxed);
         let mut out = std::mem::take(&mut self.live.routed);
+        let now = self.live.now_us();
         if self
             .live
             .router
-            .frame(::midi::wall_us(), link(peer), data, &mut out)
+            .frame(now, link(peer), data, &mut out)
             .is_err()
         {
             counters.frames_bad.fetch_add(1, Ordering::Relaxed);
@@ -417,9 +462,10 @@ impl Engine {
         if self.live.muted.contains(&peer) {
             // Nothing sounds yet, so this releases nothing.
             let mut out = Routed::default();
+            let now = self.live.now_us();
             self.live
                 .router
-                .set_muted(::midi::wall_us(), Origin::peer(link(peer)), true, &mut out);
+                .set_muted(now, Origin::peer(link(peer)), true, &mut out);
             self.deliver_midi(&mut out);
         }
     }
@@ -441,9 +487,8 @@ impl Engine {
             }
         }
         let mut out = Routed::default();
-        self.live
-            .router
-            .link_closed(::midi::wall_us(), link(peer), &mut out);
+        let now = self.live.now_us();
+        self.live.router.link_closed(now, link(peer), &mut out);
         self.deliver_midi(&mut out);
     }
 
@@ -451,8 +496,45 @@ impl Engine {
     /// peers and the local output before the links close.
     pub(super) fn midi_release_all(&mut self) {
         let mut out = Routed::default();
-        self.live.router.release_all(::midi::wall_us(), &mut out);
+        let now = self.live.now_us();
+        self.live.router.release_all(now, &mut out);
         self.deliver_midi(&mut out);
+    }
+
+    /// Whether the router's timers have anything to watch (a peer routed).
+    pub(super) fn midi_timers_needed(&self) -> bool {
+        self.live.router.links().next().is_some()
+    }
+
+    /// The router's timers, every [`MIDI_TICK_EVERY`] while a peer is
+    /// routed: keep-alives to the peers that hold the host's notes, and the
+    /// release of peers that promised keep-alives and went silent.
+    pub(super) fn midi_tick(&mut self) {
+        let now = self.live.now_us();
+        let mut out = std::mem::take(&mut self.live.routed);
+        let before = self.live.router.stats();
+        self.live.router.tick(now, &mut out);
+        let after = self.live.router.stats();
+        if after.stalls != before.stalls {
+            for l in self.live.router.links() {
+                if self.live.router.stalled_since(l) == Some(now) {
+                    tracing::info!(
+                        peer = l.0,
+                        "{} stalled (promised keep-alives, silent for 1 s); its notes were released",
+                        PeerId(l.0)
+                    );
+                }
+            }
+        }
+        let c = &self.live.shared.counters;
+        c.keepalives_out.fetch_add(
+            after.keepalives_out - before.keepalives_out,
+            Ordering::Relaxed,
+        );
+        c.keepalive_stalls
+            .fetch_add(after.stalls - before.stalls, Ordering::Relaxed);
+        self.deliver_midi(&mut out);
+        self.live.routed = out;
     }
 
     /// Carries out the router's output: frames onto the peers' queues,

@@ -4,6 +4,14 @@
 //!
 //! Shared by `tests/midi_three_peers.rs` and `benches/midi_latency.rs`
 //! (`#[path]`-included), so not every item is used by both.
+//!
+//! It plays as an older joiner would: its frames never set `KEEPALIVE`
+//! (docs/midi-frames.md, "Keep-alive and stalls"), since it sends no
+//! keep-alives, so it may hold notes in silence as long as a test likes
+//! and is released only when it goes. [`MidiSender::play_flagged`] sends
+//! with other flags. What it receives is read as a player would: the
+//! host's empty keep-alive frames are counted ([`MidiPeer::keepalives`]),
+//! not returned.
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -57,11 +65,18 @@ fn random_id(len: usize) -> String {
 pub struct MidiSender(OffererSender);
 
 impl MidiSender {
-    /// Plays messages: one frame, origin 0, stamped with the wall clock.
+    /// Plays messages: one frame, origin 0, no flags, stamped with the
+    /// wall clock.
     pub async fn play(&self, messages: &[MidiMessage]) -> Result<(), String> {
+        self.play_flagged(0, messages).await
+    }
+
+    /// Like [`MidiSender::play`] with these flags (no messages: an empty
+    /// frame, such as a keep-alive).
+    pub async fn play_flagged(&self, flags: u8, messages: &[MidiMessage]) -> Result<(), String> {
         let f = frame::encode(
             &FrameHeader {
-                flags: 0,
+                flags,
                 origin: 0,
                 time_us: jam::midi::wall_us(),
             },
@@ -80,6 +95,9 @@ pub struct MidiPeer {
     control: Option<JoinHandle<()>>,
     /// `true` once the host closed `midieditor` (or the link died).
     pub gone: watch::Receiver<bool>,
+    /// Empty frames received (the host's keep-alives), skipped by
+    /// [`MidiPeer::next_frame`].
+    pub keepalives: u64,
 }
 
 impl MidiPeer {
@@ -213,6 +231,7 @@ impl MidiPeer {
             midi,
             control: Some(control),
             gone,
+            keepalives: 0,
         })
     }
 
@@ -226,7 +245,9 @@ impl MidiPeer {
         MidiSender(self.midi.sender())
     }
 
-    /// The next `midi` frame, decoded; `None` if none within `within`.
+    /// The next `midi` frame that carries messages, decoded; `None` if
+    /// none within `within`. Empty frames (keep-alives: nothing to play)
+    /// are only counted in [`MidiPeer::keepalives`].
     pub async fn next_frame(&mut self, within: Duration) -> Option<(Frame, u64)> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
@@ -235,7 +256,10 @@ impl MidiPeer {
                 .ok()??;
             if let OffererEvent::Message(data) = ev {
                 let at = jam::midi::wall_us();
-                return Frame::decode(&data).ok().map(|f| (f, at));
+                match Frame::decode(&data) {
+                    Ok(f) if f.messages.is_empty() => self.keepalives += 1,
+                    f => return f.ok().map(|f| (f, at)),
+                }
             }
         }
     }

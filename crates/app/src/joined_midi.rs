@@ -7,7 +7,10 @@
 //! tracks every note heard through the host, and when the host is lost
 //! (its connection closes, it ends the jam, we are kicked) or we leave,
 //! the synth here gets a Note Off for each one still sounding, and the
-//! host gets a release frame for what our keyboard still holds.
+//! host gets a release frame for what our keyboard still holds. A host
+//! that promised keep-alives (ours does) and goes silent for a second while
+//! its notes sound here is taken for stalled and released the same way,
+//! without waiting ~5 s for ICE to notice (`docs/midi-frames.md`).
 //!
 //! [`JoinedMidi::ports`] is what [`crate::local_midi`] connects the ports
 //! to; the app's own jam keeps running without them meanwhile
@@ -44,6 +47,12 @@ enum Input {
     /// The panic button.
     Panic,
 }
+
+/// How often the router's timers run while the host link is routed: the
+/// keep-alives our promise needs (a frame every 250 ms while the host holds
+/// our notes), and the release of a host that promised them and went
+/// silent for 1 s (a frozen or killed host, found ~5x sooner than by ICE).
+const TICK_EVERY: Duration = Duration::from_millis(100);
 
 /// The ports' view of the joined jam.
 struct Ports {
@@ -85,8 +94,11 @@ impl JoinedMidi {
         });
         let (leave, leave_rx) = oneshot::channel();
         let (ended_tx, ended) = watch::channel(false);
+        let mut router = Router::new(RouterConfig::joiner());
+        // The timers start now, so every frame we send promises keep-alives.
+        router.tick(midi::wall_us(), &mut Routed::default());
         let bridge = Bridge {
-            router: Router::new(RouterConfig::joiner()),
+            router,
             routed: false,
             sender: joiner.midi_sender(),
             events,
@@ -173,6 +185,8 @@ impl Bridge {
         mut leave: oneshot::Receiver<()>,
         ended: watch::Sender<bool>,
     ) {
+        let mut tick = tokio::time::interval(TICK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let v = view.borrow_and_update().clone();
             if self.follow(&v).await {
@@ -203,6 +217,10 @@ impl Bridge {
                     }
                     None => frames = None,
                 },
+                _ = tick.tick(), if self.routed => {
+                    self.router.tick(midi::wall_us(), &mut self.out);
+                    self.carry_out().await;
+                }
                 m = input.recv() => {
                     let now = midi::wall_us();
                     match m {

@@ -280,3 +280,57 @@ async fn panic_while_joined_silences_this_synth_and_releases_our_notes_in_the_ja
     ana.jam.stop().await;
     bea.jam.stop().await;
 }
+
+/// A host whose machine freezes says nothing; ICE would notice after ~5 s.
+/// Our host promises keep-alives, so the bridge takes a second of silence
+/// for a stall and releases what it heard from it. The host runs on a
+/// runtime of its own with one worker, which the test then blocks: the
+/// whole host (engine, WebRTC, timers) stops, as a frozen machine would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_host_is_taken_for_stalled_and_what_it_played_is_released_here_in_about_a_second()
+{
+    let ana_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ana = {
+        let _in = ana_rt.enter();
+        musician("Ana")
+    };
+    let bea = musician("Bea");
+    let (joiner, midi) = join(&ana, &bea).await;
+    assert!(ana.keys.play(0, &[0x90, 60, 100]));
+    hears(
+        &bea.synth,
+        &msg(&[0x90, 60, 100]),
+        "Ana's note on Bea's synth",
+    )
+    .await;
+    // Held for well over a second: the host's keep-alives keep it sounding.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !bea.synth.received().iter().any(|m| releases(m, 60)),
+        "released while the host was alive: {:?}",
+        bea.synth.received()
+    );
+
+    let frozen = Instant::now();
+    ana_rt.spawn(async { std::thread::sleep(Duration::from_secs(4)) });
+    while !bea.synth.received().iter().any(|m| releases(m, 60)) {
+        assert!(
+            frozen.elapsed() < Duration::from_millis(3000),
+            "not released {:?} after the host froze: {:?}",
+            frozen.elapsed(),
+            bea.synth.received()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("released {:?} after the host froze", frozen.elapsed());
+    midi.close().await;
+    joiner.leave().await;
+    bea.jam.stop().await;
+    // Ana's runtime comes back after its 4 s freeze and stops cleanly.
+    ana.jam.stop().await;
+    ana_rt.shutdown_background();
+}

@@ -209,6 +209,11 @@ impl Bridge {
                 }
                 f = recv(&mut frames) => match f {
                     Some(data) => {
+                        // The channel's first frames can come before the
+                        // view says it is open: route it now, not drop them.
+                        if !self.routed && self.sender.is_open() {
+                            self.routed = self.router.link_opened(HOST);
+                        }
                         let now = midi::wall_us();
                         if let Err(e) = self.router.frame(now, HOST, &data, &mut self.out) {
                             tracing::debug!("bad midi frame from the host: {e}");
@@ -280,7 +285,9 @@ impl Bridge {
         for (_, frame) in self.out.sends.drain(..) {
             match self.sender.send(frame).await {
                 Ok(()) | Err(MidiSendError::NotOpen) => {}
-                Err(e) => tracing::warn!("midi to the host: {e}"),
+                // A host that does not read loses frames; its own stall
+                // handling (and ours, on its silence) takes it from there.
+                Err(e) => tracing::debug!("midi to the host: {e}"),
             }
         }
         for d in self.out.local.drain(..) {

@@ -13,17 +13,13 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
-    RTCPeerConnectionState, RTCSessionDescription,
-};
+use webrtc::peer_connection::{PeerConnection, PeerConnectionBuilder, RTCSessionDescription};
 
-use crate::offer::{with_max_message_size, NUDGE_LIMIT, OFFERED_MAX_MESSAGE_SIZE};
+use crate::offer::{nudge, with_max_message_size, CloseOnDrop, Handler, OFFERED_MAX_MESSAGE_SIZE};
 use crate::rtc::{LinkState, RtcConfig, RtcError, SEND_BUFFER_LIMIT};
 
 /// MidiEditor's channel: framed JSON.
@@ -80,24 +76,6 @@ impl MidiShared {
     fn set_channel(&self, c: Option<Arc<dyn DataChannel>>) {
         self.open.store(c.is_some(), Ordering::Release);
         *self.channel.lock().unwrap_or_else(|e| e.into_inner()) = c;
-    }
-}
-
-struct Handler {
-    gathered: watch::Sender<bool>,
-    state: watch::Sender<LinkState>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            self.gathered.send_replace(true);
-        }
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        self.state.send_replace(state.into());
     }
 }
 
@@ -284,46 +262,6 @@ impl Drop for JoinLink {
             self.midi.set_channel(None);
             drop(CloseOnDrop(Some(self.pc.clone())));
         }
-    }
-}
-
-/// Closes a connection when dropped, in a spawned task (`close` is async).
-struct CloseOnDrop(Option<Arc<dyn PeerConnection>>);
-
-impl Drop for CloseOnDrop {
-    fn drop(&mut self) {
-        if let Some(pc) = self.0.take() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    let _ = pc.close().await;
-                });
-            }
-        }
-    }
-}
-
-/// Pokes `channel` every millisecond until `opened` turns true, the
-/// connection fails, or [`NUDGE_LIMIT`] passes: any call into a data channel
-/// wakes webrtc-rs's driver, which otherwise flushes the offerer's DTLS and
-/// SCTP handshakes up to 200 ms late (see [`crate::offer`]).
-async fn nudge(
-    channel: Arc<dyn DataChannel>,
-    mut opened: watch::Receiver<bool>,
-    mut state: watch::Receiver<LinkState>,
-) {
-    let poke = async {
-        loop {
-            if channel.set_buffered_amount_low_threshold(0).await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    };
-    tokio::select! {
-        _ = poke => {}
-        _ = opened.wait_for(|open| *open) => {}
-        _ = state.wait_for(|s| matches!(s, LinkState::Failed | LinkState::Closed)) => {}
-        _ = tokio::time::sleep(NUDGE_LIMIT) => {}
     }
 }
 

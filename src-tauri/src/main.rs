@@ -136,9 +136,7 @@ async fn list_midi_ports() -> app::midi_ports::MidiPorts {
 #[tauri::command]
 async fn get_settings(shell: State<'_, Arc<Shell>>) -> Result<SettingsPayload, String> {
     let settings = shell.settings.lock().await.clone();
-    let midi = tauri::async_runtime::spawn_blocking(app::midi_ports::list)
-        .await
-        .unwrap_or_default();
+    let midi = list_midi_ports().await;
     Ok(SettingsPayload {
         settings,
         defaults: Settings::default(),

@@ -124,14 +124,6 @@ impl JoinedMidi {
         self.ports.clone()
     }
 
-    /// Whether `ports` is this bridge's.
-    pub fn owns(&self, ports: &Arc<dyn JamPorts>) -> bool {
-        std::ptr::eq(
-            Arc::as_ptr(ports) as *const (),
-            Arc::as_ptr(&self.ports) as *const (),
-        )
-    }
-
     /// Resolves once the joined jam is over (host lost, kicked, failed to
     /// join) and everything heard from it was released here. Not after
     /// [`close`](Self::close): leaving is the caller's own doing.
@@ -233,20 +225,20 @@ impl Bridge {
                         Some(Input::Panic) => self.router.panic(now, &mut self.out),
                         Some(Input::Play(time_us, first)) => {
                             // What else the ports have at once goes in the same frame.
+                            // A panic right behind them comes after them.
                             let mut batch = vec![first];
-                            while batch.len() < 64 {
+                            let mut panic = false;
+                            while batch.len() < 64 && !panic {
                                 match input.try_recv() {
                                     Ok(Input::Play(_, m)) => batch.push(m),
-                                    Ok(Input::Panic) => {
-                                        self.router.local_input(now, time_us, &batch, &mut self.out);
-                                        batch.clear();
-                                        self.router.panic(now, &mut self.out);
-                                        break;
-                                    }
+                                    Ok(Input::Panic) => panic = true,
                                     Err(_) => break,
                                 }
                             }
                             self.router.local_input(now, time_us, &batch, &mut self.out);
+                            if panic {
+                                self.router.panic(now, &mut self.out);
+                            }
                         }
                     }
                     self.carry_out().await;

@@ -2,33 +2,17 @@
 //! engines (each with its own in-memory keyboard and synth) on loopback,
 //! the second joining the first over real WebRTC, as the Join view does.
 
-use std::net::{IpAddr, Ipv4Addr};
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use app::joined_midi::JoinedMidi;
-use app::session::{Jam, JamOptions, JamView};
+use app::session::Jam;
 use app::settings::Settings;
+use common::{free_port, options, releases, until, wait_view, LOOPBACK};
 use midi::memory::{MemoryInput, MemoryMidi, MemoryOutput};
 use midi::MidiMessage;
-
-const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-fn options() -> JamOptions {
-    JamOptions {
-        bind_ip: LOOPBACK,
-        ice_bind: vec![LOOPBACK],
-        resolve_mdns: false,
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind((LOOPBACK, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One musician's computer: the app's engine with a keyboard and a synth.
 struct Musician {
@@ -53,50 +37,30 @@ fn musician(name: &str) -> Musician {
     Musician { jam, keys, synth }
 }
 
-async fn wait_view(jam: &Jam, what: &str, ok: impl Fn(&JamView) -> bool) -> JamView {
-    let mut rx = jam.subscribe();
-    let r = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            {
-                let v = rx.borrow_and_update();
-                if ok(&v) {
-                    return v.clone();
-                }
-            }
-            rx.changed().await.expect("jam view closed");
-        }
-    })
-    .await;
-    r.unwrap_or_else(|_| {
-        let v = jam.view();
-        panic!(
-            "timed out waiting for {what}: {:?} {:?} {:?}",
-            v.phase, v.peers, v.notices
-        )
-    })
-}
-
 fn msg(bytes: &[u8]) -> MidiMessage {
     MidiMessage::read(bytes).unwrap().0
 }
 
 /// Waits until `synth` got `m`.
 async fn hears(synth: &MemoryOutput, m: &MidiMessage, what: &str) {
-    let t = Instant::now();
-    while !synth.received().contains(m) {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "{what}: the synth got {:?}",
-            synth.received()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until(
+        what,
+        Duration::from_secs(10),
+        || synth.received().contains(m),
+        || format!("the synth got {:?}", synth.received()),
+    )
+    .await;
 }
 
-/// Whether `m` releases key `key` on channel 1.
-fn releases(m: &MidiMessage, key: u8) -> bool {
-    let b = m.to_vec();
-    (b[0] == 0x80 && b[1] == key) || (b[0] == 0x90 && b[1] == key && b[2] == 0)
+/// Waits until `synth` got a release of `key` (channel 1).
+async fn released(synth: &MemoryOutput, key: u8, limit: Duration, what: &str) {
+    until(
+        what,
+        limit,
+        || synth.received().iter().any(|m| releases(m, key)),
+        || format!("{:?}", synth.received()),
+    )
+    .await;
 }
 
 /// `bea` joins `ana`'s jam and connects her ports to it, as the app's Join
@@ -110,11 +74,13 @@ async fn join(ana: &Musician, bea: &Musician) -> (jam::joiner::Joiner, JoinedMid
     let midi = JoinedMidi::start(&joiner);
     bea.jam.route_ports(Some(midi.ports())).await;
     joiner.joined().await.expect("joined Ana's jam");
-    let t = Instant::now();
-    while !joiner.midi_open() {
-        assert!(t.elapsed() < Duration::from_secs(10), "no midi channel");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until(
+        "a midi channel",
+        Duration::from_secs(10),
+        || joiner.midi_open(),
+        String::new,
+    )
+    .await;
     // Give Ana's host a moment to count the channel as open.
     tokio::time::sleep(Duration::from_millis(200)).await;
     (joiner, midi)
@@ -150,24 +116,9 @@ async fn a_joined_jam_hears_this_keyboard_and_sounds_on_this_synth_and_leaving_r
     midi.close().await;
     bea.jam.return_ports(ports).await;
     joiner.leave().await;
-    let t = Instant::now();
-    while !bea.synth.received().iter().any(|m| releases(m, 64)) {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "Bea's synth still holds E: {:?}",
-            bea.synth.received()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let t = Instant::now();
-    while !ana.synth.received().iter().any(|m| releases(m, 60)) {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "Ana's synth still holds C: {:?}",
-            ana.synth.received()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let secs = Duration::from_secs;
+    released(&bea.synth, 64, secs(5), "Bea's synth releases E").await;
+    released(&ana.synth, 60, secs(10), "Ana's synth releases C").await;
     ana.jam.stop().await;
     bea.jam.stop().await;
 }
@@ -254,27 +205,24 @@ async fn panic_while_joined_silences_this_synth_and_releases_our_notes_in_the_ja
 
     bea.jam.panic().await;
     // Bea's synth: Ana's note released and All Notes Off on every channel.
-    let t = Instant::now();
-    while !(bea.synth.received().iter().any(|m| releases(m, 48))
-        && bea.synth.received().contains(&msg(&[0xB0, 123, 0])))
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "{:?}",
-            bea.synth.received()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until(
+        "Bea's synth silenced",
+        Duration::from_secs(5),
+        || {
+            bea.synth.received().iter().any(|m| releases(m, 48))
+                && bea.synth.received().contains(&msg(&[0xB0, 123, 0]))
+        },
+        || format!("{:?}", bea.synth.received()),
+    )
+    .await;
     // Ana's synth: the note Bea's keyboard held is released there too.
-    let t = Instant::now();
-    while !ana.synth.received().iter().any(|m| releases(m, 72)) {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "{:?}",
-            ana.synth.received()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    released(
+        &ana.synth,
+        72,
+        Duration::from_secs(5),
+        "Ana's synth releases it",
+    )
+    .await;
     midi.close().await;
     joiner.leave().await;
     ana.jam.stop().await;
@@ -317,15 +265,13 @@ async fn a_frozen_host_is_taken_for_stalled_and_what_it_played_is_released_here_
 
     let frozen = Instant::now();
     ana_rt.spawn(async { std::thread::sleep(Duration::from_secs(4)) });
-    while !bea.synth.received().iter().any(|m| releases(m, 60)) {
-        assert!(
-            frozen.elapsed() < Duration::from_millis(3000),
-            "not released {:?} after the host froze: {:?}",
-            frozen.elapsed(),
-            bea.synth.received()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    released(
+        &bea.synth,
+        60,
+        Duration::from_millis(3000),
+        "released after the host froze",
+    )
+    .await;
     eprintln!("released {:?} after the host froze", frozen.elapsed());
     midi.close().await;
     joiner.leave().await;

@@ -1,30 +1,13 @@
 //! The running jam as the window sees it: real servers on loopback ports.
 
-use std::net::{IpAddr, Ipv4Addr};
+mod common;
+
 use std::time::Duration;
 
-use app::session::{Jam, JamOptions, JamView, Level, Phase};
+use app::session::{Jam, JamView, Level, Phase};
 use app::settings::Settings;
+use common::{free_port, options, releases, until, wait_view, LOOPBACK};
 use rdv::{Config, Rendezvous, RunningServer};
-
-const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-fn options() -> JamOptions {
-    JamOptions {
-        bind_ip: LOOPBACK,
-        ice_bind: vec![LOOPBACK],
-        resolve_mdns: false,
-    }
-}
-
-/// A free port (bound then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind((LOOPBACK, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn settings(port: u16) -> Settings {
     Settings {
@@ -33,23 +16,6 @@ fn settings(port: u16) -> Settings {
         advertise: false,
         ..Settings::default()
     }
-}
-
-async fn wait_view(jam: &Jam, what: &str, ok: impl Fn(&JamView) -> bool) -> JamView {
-    let mut rx = jam.subscribe();
-    let r = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            {
-                let v = rx.borrow_and_update();
-                if ok(&v) {
-                    return v.clone();
-                }
-            }
-            rx.changed().await.expect("jam view closed");
-        }
-    })
-    .await;
-    r.unwrap_or_else(|_| panic!("timed out waiting for {what}: {:?}", jam.view()))
 }
 
 async fn code_exists(base: &str, code: &str) -> bool {
@@ -305,15 +271,6 @@ async fn a_midi_port_that_is_not_there_is_a_notice_and_the_jam_goes_on() {
     jam.stop().await;
 }
 
-/// Waits until `what` holds, checking every 20 ms for up to 10 s.
-async fn until(what: &str, ok: impl Fn() -> bool) {
-    let t = std::time::Instant::now();
-    while !ok() {
-        assert!(t.elapsed() < Duration::from_secs(10), "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The next frame that plays something (keep-alives, empty frames the
 /// host sends while we hold its notes, are skipped).
 async fn next_played(
@@ -338,7 +295,13 @@ async fn midi_joiner(v: &JamView) -> jam::joiner::Joiner {
     let mut cfg = jam::joiner::JoinConfig::new(v.urls[0].clone(), v.code.clone(), "Remote");
     cfg.rtc.bind_ips = vec![LOOPBACK];
     let (joiner, _events) = jam::joiner::Joiner::join(cfg).await.expect("joined");
-    until("the midi channel opens", || joiner.midi_open()).await;
+    until(
+        "the midi channel opens",
+        Duration::from_secs(10),
+        || joiner.midi_open(),
+        String::new,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     joiner
 }
@@ -407,12 +370,17 @@ async fn an_unplugged_keyboard_and_synth_are_used_again_when_plugged_back_in() {
         .send_midi(frame_of(&[&[0x90, 65, 90]]))
         .await
         .unwrap();
-    until("the replugged synth sounds the joiner", || {
-        synth
-            .received()
-            .iter()
-            .any(|m| m.to_vec() == vec![0x90, 65, 90])
-    })
+    until(
+        "the replugged synth sounds the joiner",
+        Duration::from_secs(10),
+        || {
+            synth
+                .received()
+                .iter()
+                .any(|m| m.to_vec() == vec![0x90, 65, 90])
+        },
+        || format!("{:?}", synth.received()),
+    )
     .await;
     joiner.leave().await;
     jam.stop().await;
@@ -438,22 +406,26 @@ async fn stopping_the_jam_releases_what_peers_left_sounding_on_the_synth() {
         ]))
         .await
         .unwrap();
-    until("the synth sounds the chord", || synth.received().len() >= 3).await;
+    until(
+        "the synth sounds the chord",
+        Duration::from_secs(10),
+        || synth.received().len() >= 3,
+        || format!("{:?}", synth.received()),
+    )
+    .await;
 
     // The app quits while it sounds: the synth gets every release before
     // its port closes.
     jam.stop().await;
-    let got: Vec<Vec<u8>> = synth.received().iter().map(|m| m.to_vec()).collect();
+    let got = synth.received();
     for key in [60u8, 67] {
         assert!(
-            got.iter().any(
-                |m| (m[0] == 0x80 && m[1] == key) || (m[0] == 0x90 && m[1] == key && m[2] == 0)
-            ),
+            got.iter().any(|m| releases(m, key)),
             "key {key} still sounding: {got:?}"
         );
     }
     assert!(
-        got.contains(&vec![0xB0, 64, 0]),
+        got.iter().any(|m| m.to_vec() == vec![0xB0, 64, 0]),
         "pedal still down: {got:?}"
     );
     joiner.leave().await;

@@ -34,24 +34,21 @@
 //! `MIDI_BENCH_SECS`, `MIDI_BENCH_MICRO` (microbenchmark iterations,
 //! 200,000), `MIDI_BENCH_STALLS`.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jam::host::{Host, HostConfig, HostControl, HostEvent};
+use jam::host::{HostControl, HostEvent};
 use jam::midi::frame::{self, flags, FrameHeader};
 use jam::midi::{Link, MidiMessage, Routed, Router, RouterConfig};
 use jam::protocol::PeerId;
 use jam::registry::RegistryEvent;
-use jam::signal::Target;
-use rdv::{Config, Rendezvous, RunningServer};
 use tokio::runtime::Runtime;
 use tokio::sync::broadcast;
 
 #[path = "../tests/support/midi_peer.rs"]
 mod midi_peer;
-use midi_peer::{loopback, MidiPeer};
+use midi_peer::{Hosted, MidiPeer};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -81,51 +78,14 @@ fn ms(us: u64) -> String {
     format!("{:.3} ms", us as f64 / 1000.0)
 }
 
-struct Hosted {
-    _server: RunningServer,
-    host: Host,
-    ctl: HostControl,
-    base: String,
-    code: String,
-    events: broadcast::Receiver<HostEvent>,
-}
-
+/// The host, with a local output that keeps up, as the app's would.
 async fn start_host() -> Hosted {
-    let server = RunningServer::start(
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
-        Rendezvous::new(Config::default()),
-    )
-    .await
-    .expect("rendezvous on 127.0.0.1");
-    let base = server.url();
-    let (host, mut events) = Host::start(HostConfig {
-        display_name: "bench host".into(),
-        machine_id: String::new(),
-        session_id: "bench".into(),
-        max_peers: 8,
-        rtc: loopback(),
-        target: Target::Bundled(server.rdv.clone()),
-        share_urls: vec![base.clone()],
-    })
-    .await
-    .expect("host starts");
-    let code = match events.recv().await {
-        Ok(HostEvent::Hosting { code, .. }) => code,
-        other => panic!("expected Hosting, got {other:?}"),
-    };
-    // A local output that keeps up, as the app's would.
-    let mut sink = host.midi_events();
+    let hosted = midi_peer::start_host("bench host").await;
+    let mut sink = hosted.host.midi_events();
     tokio::spawn(async move {
         while let Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) = sink.recv().await {}
     });
-    Hosted {
-        ctl: host.clone_handle(),
-        _server: server,
-        host,
-        base,
-        code,
-        events,
-    }
+    hosted
 }
 
 /// The host's id of each peer, by machine id (blocking on the host's events).

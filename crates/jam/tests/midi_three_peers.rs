@@ -22,26 +22,23 @@
 //! `scripts/setup.sh`); without them the test fails saying so.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use jam::host::{Host, HostConfig, HostControl, HostEvent, MidiEvent};
+use jam::host::{HostControl, HostEvent, MidiEvent};
 use jam::midi::frame::flags;
 use jam::midi::message::cc;
 use jam::midi::{MidiMessage, SysEx};
 use jam::protocol::PeerId;
 use jam::registry::RegistryEvent;
-use jam::signal::Target;
-use rdv::{Config, Rendezvous, RunningServer};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
 #[path = "support/midi_peer.rs"]
 mod midi_peer;
-use midi_peer::{loopback, MidiPeer, STEP};
+use midi_peer::{MidiPeer, STEP};
 
 const INNER: &str = "JAM_MIDI_THREE_PEERS_INNER";
 const TEST_NAME: &str = "three_peers_hear_each_other_and_no_note_is_left_on";
@@ -348,29 +345,14 @@ fn step(t0: Instant, what: &str) {
 
 async fn run() {
     let t0 = Instant::now();
-    let server = RunningServer::start(
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
-        Rendezvous::new(Config::default()),
-    )
-    .await
-    .expect("rendezvous on 127.0.0.1");
-    let base = server.url();
-    let (host, mut events) = Host::start(HostConfig {
-        display_name: "midi host".into(),
-        machine_id: String::new(),
-        session_id: "midi".into(),
-        max_peers: 8,
-        rtc: loopback(),
-        target: Target::Bundled(server.rdv.clone()),
-        share_urls: vec![base.clone()],
-    })
-    .await
-    .expect("host starts");
-    let code = match events.recv().await {
-        Ok(HostEvent::Hosting { code, .. }) => code,
-        other => panic!("expected Hosting, got {other:?}"),
-    };
-    let ctl = host.clone_handle();
+    let midi_peer::Hosted {
+        server,
+        host,
+        ctl,
+        base,
+        code,
+        mut events,
+    } = midi_peer::start_host("midi host").await;
     let mut sink = host.midi_events();
 
     step(t0, "host up");

@@ -14,20 +14,70 @@
 //! not returned.
 #![allow(dead_code)]
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
+use jam::host::{Host, HostConfig, HostControl, HostEvent};
 use jam::midi::frame::{self, Frame, FrameHeader};
 use jam::midi::MidiMessage;
 use jam::offer::{Offerer, OffererChannel, OffererEvent, OffererSender};
 use jam::rtc::RtcConfig;
+use jam::signal::Target;
+use rdv::{Config, Rendezvous, RunningServer};
 use serde_json::{json, Value};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 /// Bound on one step that takes milliseconds when things work.
 pub const STEP: Duration = Duration::from_secs(15);
+
+/// Our host with its bundled rendezvous on 127.0.0.1, hosting.
+pub struct Hosted {
+    /// The rendezvous; the jam ends when it is dropped.
+    pub server: RunningServer,
+    pub host: Host,
+    pub ctl: HostControl,
+    /// The rendezvous URL joiners use.
+    pub base: String,
+    pub code: String,
+    /// The host's events after `Hosting`.
+    pub events: broadcast::Receiver<HostEvent>,
+}
+
+/// Starts [`Hosted`] as `name`, with at most 8 peers, on loopback only.
+pub async fn start_host(name: &str) -> Hosted {
+    let server = RunningServer::start(
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+        Rendezvous::new(Config::default()),
+    )
+    .await
+    .expect("rendezvous on 127.0.0.1");
+    let base = server.url();
+    let (host, mut events) = Host::start(HostConfig {
+        display_name: name.into(),
+        machine_id: String::new(),
+        session_id: "midi".into(),
+        max_peers: 8,
+        rtc: loopback(),
+        target: Target::Bundled(server.rdv.clone()),
+        share_urls: vec![base.clone()],
+    })
+    .await
+    .expect("host starts");
+    let code = match events.recv().await {
+        Ok(HostEvent::Hosting { code, .. }) => code,
+        other => panic!("expected Hosting, got {other:?}"),
+    };
+    Hosted {
+        ctl: host.clone_handle(),
+        server,
+        host,
+        base,
+        code,
+        events,
+    }
+}
 
 pub fn loopback() -> RtcConfig {
     RtcConfig {

@@ -283,6 +283,43 @@ impl SynthState {
     }
 }
 
+/// What every synth in `jam` received since last time, applied to `synths`.
+fn hear_all(jam: &mut Jam, synths: &mut BTreeMap<u64, SynthState>) {
+    let ids: Vec<u64> = jam.peers.keys().copied().collect();
+    for id in ids {
+        let heard = jam.synth(id);
+        synths.entry(id).or_default().apply(&heard);
+    }
+}
+
+/// Joiner `id` loses the host and goes: its own synth must end silent.
+fn joiner_leaves(jam: &mut Jam, synths: &mut BTreeMap<u64, SynthState>, id: u64, seed: u64) {
+    jam.lose_host(id);
+    let heard = jam.synth(id);
+    let s = synths.entry(id).or_default();
+    s.apply(&heard);
+    assert!(s.is_silent(), "seed {seed}: {id} left with {s:?}");
+    jam.vanish(id);
+}
+
+/// Everyone leaves: the joiners lose the host (their synths hear their
+/// releases), the host sees them go, then the host quits.
+fn everyone_leaves(jam: &mut Jam, synths: &mut BTreeMap<u64, SynthState>) {
+    let ids: Vec<u64> = jam.peers.keys().copied().filter(|i| *i != HOST).collect();
+    for id in ids {
+        jam.lose_host(id);
+        let heard = jam.synth(id);
+        synths.entry(id).or_default().apply(&heard);
+        jam.vanish(id);
+    }
+    let mut out = Routed::default();
+    let now = jam.now;
+    jam.host().router.release_all(now, &mut out);
+    jam.apply(HOST, out);
+    let heard = jam.synth(HOST);
+    synths.entry(HOST).or_default().apply(&heard);
+}
+
 #[test]
 fn everyone_hears_everyone_through_the_host() {
     let mut jam = Jam::new();
@@ -708,12 +745,7 @@ fn no_synth_is_left_sounding_whatever_happens() {
                     let id = ids[1 + rng.below(ids.len() as u64 - 1) as usize];
                     let heard = jam.synth(id);
                     synths.entry(id).or_default().apply(&heard);
-                    jam.lose_host(id);
-                    let heard = jam.synth(id);
-                    let s = synths.entry(id).or_default();
-                    s.apply(&heard);
-                    assert!(s.is_silent(), "seed {seed}: {id} left with {s:?}");
-                    jam.vanish(id);
+                    joiner_leaves(&mut jam, &mut synths, id, seed);
                 }
                 3 if ids.len() > 1 => {
                     let id = ids[1 + rng.below(ids.len() as u64 - 1) as usize];
@@ -752,28 +784,10 @@ fn no_synth_is_left_sounding_whatever_happens() {
                     jam.play_msgs(id, &[m]);
                 }
             }
-            let ids: Vec<u64> = jam.peers.keys().copied().collect();
-            for id in ids {
-                let heard = jam.synth(id);
-                synths.entry(id).or_default().apply(&heard);
-            }
+            hear_all(&mut jam, &mut synths);
         }
-        // Everyone leaves: joiners lose the host, the host sees them go,
-        // then the host quits.
-        let ids: Vec<u64> = jam.peers.keys().copied().filter(|i| *i != HOST).collect();
-        for id in ids {
-            jam.lose_host(id);
-            let heard = jam.synth(id);
-            synths.entry(id).or_default().apply(&heard);
-            jam.vanish(id);
-        }
-        let mut out = Routed::default();
-        let now = jam.now;
-        jam.host().router.release_all(now, &mut out);
-        jam.apply(HOST, out);
-        let heard = jam.synth(HOST);
-        let s = synths.entry(HOST).or_default();
-        s.apply(&heard);
+        everyone_leaves(&mut jam, &mut synths);
+        let s = &synths[&HOST];
         // The host's own notes went to joiners only; its synth heard the
         // others, all of whom left.
         assert!(s.is_silent(), "seed {seed}: host synth left with {s:?}");
@@ -1191,12 +1205,7 @@ fn random_jams_with_timers_release_only_silent_players_and_end_silent() {
                 }
                 2 if !joiners.is_empty() && rng.below(3) == 0 => {
                     let id = joiners[rng.below(joiners.len() as u64) as usize];
-                    jam.lose_host(id);
-                    let heard = jam.synth(id);
-                    let s = synths.entry(id).or_default();
-                    s.apply(&heard);
-                    assert!(s.is_silent(), "seed {seed}: {id} left with {s:?}");
-                    jam.vanish(id);
+                    joiner_leaves(&mut jam, &mut synths, id, seed);
                     jam.frozen.remove(&id);
                     frozen_at.remove(&id);
                 }
@@ -1278,20 +1287,7 @@ fn random_jams_with_timers_release_only_silent_players_and_end_silent() {
             }
         }
         stalls += jam.stats(HOST).stalls;
-        let ids: Vec<u64> = jam.peers.keys().copied().filter(|i| *i != HOST).collect();
-        for id in ids {
-            jam.lose_host(id);
-            let heard = jam.synth(id);
-            synths.entry(id).or_default().apply(&heard);
-            jam.vanish(id);
-        }
-        let mut out = Routed::default();
-        let now = jam.now;
-        jam.host().router.release_all(now, &mut out);
-        jam.apply(HOST, out);
-        let heard = jam.synth(HOST);
-        let s = synths.entry(HOST).or_default();
-        s.apply(&heard);
+        everyone_leaves(&mut jam, &mut synths);
         for (id, s) in &synths {
             assert!(s.is_silent(), "seed {seed}: {id}'s synth left with {s:?}");
         }

@@ -430,3 +430,45 @@ async fn stopping_the_jam_releases_what_peers_left_sounding_on_the_synth() {
     );
     joiner.leave().await;
 }
+
+/// `n` webrtc-rs joiners on `v`'s jam, joining at once; each result in order.
+async fn join_many(
+    v: &JamView,
+    n: usize,
+) -> Vec<Result<jam::joiner::Joiner, jam::joiner::JoinError>> {
+    let joins = (0..n).map(|k| {
+        let mut cfg =
+            jam::joiner::JoinConfig::new(v.urls[0].clone(), v.code.clone(), format!("Player {k}"));
+        cfg.rtc.bind_ips = vec![LOOPBACK];
+        cfg.midi = jam::joiner::MidiChannel::Off;
+        async move { jam::joiner::Joiner::join(cfg).await.map(|(j, _)| j) }
+    });
+    let mut out = Vec::new();
+    for h in joins.map(tokio::spawn).collect::<Vec<_>>() {
+        out.push(h.await.expect("join task"));
+    }
+    out
+}
+
+/// The issue-12 bug: the bundled rendezvous kept its own default cap of 8
+/// joiners, so a jam set to take 10 refused the ninth with "session is full
+/// (8 peers)".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jam_of_ten_takes_ten_joiners() {
+    let mut s = settings(free_port());
+    s.max_peers = 10;
+    let jam = Jam::start(s, options());
+    let v = wait_view(&jam, "a code", |v| v.code.is_some()).await;
+    let joined = join_many(&v, 10).await;
+    let refused: Vec<String> = joined
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+        .collect();
+    assert!(refused.is_empty(), "refused: {refused:?}");
+    let v = wait_view(&jam, "ten connected", |v| v.connected() == 10).await;
+    assert_eq!(v.max_peers, 10);
+    for j in joined.into_iter().flatten() {
+        j.leave().await;
+    }
+    jam.stop().await;
+}

@@ -472,3 +472,43 @@ async fn a_jam_of_ten_takes_ten_joiners() {
     }
     jam.stop().await;
 }
+
+/// The issue-12 bug "saving a new STUN/TURN list, gathering cap or peer
+/// limit restarts the jam (new code, everyone dropped)": these apply live,
+/// so the code and the peer in stay, and the new limit takes a newcomer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saving_a_peer_limit_stun_list_and_gathering_cap_keeps_the_code_and_the_peer() {
+    let mut s = settings(free_port());
+    s.max_peers = 1;
+    let jam = Jam::start(s.clone(), options());
+    let v = wait_view(&jam, "a code", |v| v.code.is_some()).await;
+    let code = v.code.clone();
+    let mut joined = join_many(&v, 1).await;
+    let first = joined.pop().unwrap().expect("the first joins");
+    let v = wait_view(&jam, "one connected", |v| v.connected() == 1).await;
+    let first_id = v.peers[0].id;
+
+    s.max_peers = 2;
+    s.gather_timeout_ms = 700;
+    // A STUN server on loopback that nobody runs (never a real one here).
+    s.ice_servers = vec![app::settings::IceRow {
+        url: "stun:127.0.0.1:9".into(),
+        ..Default::default()
+    }];
+    jam.apply(s).await;
+    let v = jam.view();
+    assert_eq!(v.code, code, "a new code: the jam restarted");
+    assert_eq!(v.max_peers, 2);
+    assert!(
+        v.peers.iter().any(|p| p.id == first_id),
+        "the peer was dropped: {:?}",
+        v.peers
+    );
+    let mut more = join_many(&v, 1).await;
+    let second = more.pop().unwrap().expect("the second joins");
+    let v = wait_view(&jam, "two connected", |v| v.connected() == 2).await;
+    assert_eq!(v.code, code);
+    second.leave().await;
+    first.leave().await;
+    jam.stop().await;
+}

@@ -96,7 +96,7 @@ pub struct HostedConfig {
     /// The host's name as joiners and the LAN see it.
     pub name: String,
     /// Peers in the jam at once (1 to [`MAX_PEERS`]); the next is refused
-    /// with a reason. The bundled rendezvous takes exactly as many.
+    /// with a reason. The bundled rendezvous takes at least as many.
     pub max_peers: usize,
     pub rendezvous: RendezvousChoice,
     /// STUN/TURN servers for the answers; empty for LAN-only use (tests).

@@ -39,6 +39,15 @@ const COMMANDS: usize = 64;
 /// broken host.
 const FIRST_EVENT: Duration = Duration::from_secs(2);
 
+/// Joiner slots of the bundled rendezvous for a jam of `max_peers`: never
+/// fewer than the jam takes (the rendezvous's own default of 8 refused a
+/// jam's ninth joiner), and never below that default, so that a small jam
+/// refuses an extra joiner itself, with the reason MidiEditor shows
+/// (`joinrejected`: "the jam is full"), rather than with the rendezvous's 503.
+fn rendezvous_slots(max_peers: usize) -> usize {
+    max_peers.max(TableLimits::default().max_peers)
+}
+
 /// Whether two handles are the same jam's ports.
 fn same(a: &Arc<dyn JamPorts>, b: &Arc<dyn JamPorts>) -> bool {
     std::ptr::eq(Arc::as_ptr(a) as *const (), Arc::as_ptr(b) as *const ())
@@ -427,7 +436,7 @@ impl Supervisor {
     async fn apply_live(&mut self) {
         let max = self.cfg.peer_limit();
         if let Some(s) = &self.server {
-            s.rdv.set_max_peers(max);
+            s.rdv.set_max_peers(rendezvous_slots(max));
         }
         if let Some(h) = &self.host {
             h.clone_handle()
@@ -468,7 +477,9 @@ impl Supervisor {
                 }
                 let Some(server) = &self.server else { return };
                 // A rendezvous kept across a host restart follows the limit.
-                server.rdv.set_max_peers(self.cfg.peer_limit());
+                server
+                    .rdv
+                    .set_max_peers(rendezvous_slots(self.cfg.peer_limit()));
                 (
                     Target::Bundled(server.rdv.clone()),
                     jam::net::share_urls(server.addr, ""),
@@ -548,15 +559,14 @@ impl Supervisor {
     }
 
     /// The bundled rendezvous on `bind`:`port`, or on one of the ports after
-    /// it when that is busy. Its slot cap is the jam's peer limit: the
-    /// rendezvous's own default (8) would refuse joiners the jam takes.
+    /// it when that is busy, with [`rendezvous_slots`] joiner slots.
     async fn bind(
         &mut self,
         bind: std::net::IpAddr,
         wanted: u16,
         attempts: u16,
     ) -> Result<RunningServer, String> {
-        let max_peers = self.cfg.peer_limit();
+        let max_peers = rendezvous_slots(self.cfg.peer_limit());
         let defaults = TableLimits::default();
         let config = Config {
             table: TableLimits {

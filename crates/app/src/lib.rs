@@ -6,8 +6,9 @@
 //!   in MidiEditor's one-URI-per-line syntax.
 //! - [`midieditor`]: writing the rendezvous URL and ICE list into MidiEditor
 //!   AI's own settings, keeping every other key, after a backup.
-//! - [`session`]: the running jam (bundled rendezvous, host, LAN advert), its
-//!   state snapshot and events for the front end.
+//! - [`session`]: the hosted jam: the settings mapped to the [`hosted`]
+//!   service (bundled rendezvous, host, LAN advert, MIDI ports), its view
+//!   for the front end, and what a settings change restarts.
 //! - [`discover`]: the jams on the LAN for the Join view, and typed
 //!   addresses turned into rendezvous URLs.
 
@@ -15,7 +16,7 @@ pub mod check;
 pub mod discover;
 pub mod joined_midi;
 pub mod joining;
-pub mod local_midi;
+pub use hosted::local_midi;
 pub mod midi_ports;
 pub mod midieditor;
 pub mod session;

@@ -430,3 +430,85 @@ async fn stopping_the_jam_releases_what_peers_left_sounding_on_the_synth() {
     );
     joiner.leave().await;
 }
+
+/// `n` webrtc-rs joiners on `v`'s jam, joining at once; each result in order.
+async fn join_many(
+    v: &JamView,
+    n: usize,
+) -> Vec<Result<jam::joiner::Joiner, jam::joiner::JoinError>> {
+    let joins = (0..n).map(|k| {
+        let mut cfg =
+            jam::joiner::JoinConfig::new(v.urls[0].clone(), v.code.clone(), format!("Player {k}"));
+        cfg.rtc.bind_ips = vec![LOOPBACK];
+        cfg.midi = jam::joiner::MidiChannel::Off;
+        async move { jam::joiner::Joiner::join(cfg).await.map(|(j, _)| j) }
+    });
+    let mut out = Vec::new();
+    for h in joins.map(tokio::spawn).collect::<Vec<_>>() {
+        out.push(h.await.expect("join task"));
+    }
+    out
+}
+
+/// The issue-12 bug: the bundled rendezvous kept its own default cap of 8
+/// joiners, so a jam set to take 10 refused the ninth with "session is full
+/// (8 peers)".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jam_of_ten_takes_ten_joiners() {
+    let mut s = settings(free_port());
+    s.max_peers = 10;
+    let jam = Jam::start(s, options());
+    let v = wait_view(&jam, "a code", |v| v.code.is_some()).await;
+    let joined = join_many(&v, 10).await;
+    let refused: Vec<String> = joined
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+        .collect();
+    assert!(refused.is_empty(), "refused: {refused:?}");
+    let v = wait_view(&jam, "ten connected", |v| v.connected() == 10).await;
+    assert_eq!(v.max_peers, 10);
+    for j in joined.into_iter().flatten() {
+        j.leave().await;
+    }
+    jam.stop().await;
+}
+
+/// The issue-12 bug "saving a new STUN/TURN list, gathering cap or peer
+/// limit restarts the jam (new code, everyone dropped)": these apply live,
+/// so the code and the peer in stay, and the new limit takes a newcomer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saving_a_peer_limit_stun_list_and_gathering_cap_keeps_the_code_and_the_peer() {
+    let mut s = settings(free_port());
+    s.max_peers = 1;
+    let jam = Jam::start(s.clone(), options());
+    let v = wait_view(&jam, "a code", |v| v.code.is_some()).await;
+    let code = v.code.clone();
+    let mut joined = join_many(&v, 1).await;
+    let first = joined.pop().unwrap().expect("the first joins");
+    let v = wait_view(&jam, "one connected", |v| v.connected() == 1).await;
+    let first_id = v.peers[0].id;
+
+    s.max_peers = 2;
+    s.gather_timeout_ms = 700;
+    // A STUN server on loopback that nobody runs (never a real one here).
+    s.ice_servers = vec![app::settings::IceRow {
+        url: "stun:127.0.0.1:9".into(),
+        ..Default::default()
+    }];
+    jam.apply(s).await;
+    let v = jam.view();
+    assert_eq!(v.code, code, "a new code: the jam restarted");
+    assert_eq!(v.max_peers, 2);
+    assert!(
+        v.peers.iter().any(|p| p.id == first_id),
+        "the peer was dropped: {:?}",
+        v.peers
+    );
+    let mut more = join_many(&v, 1).await;
+    let second = more.pop().unwrap().expect("the second joins");
+    let v = wait_view(&jam, "two connected", |v| v.connected() == 2).await;
+    assert_eq!(v.code, code);
+    second.leave().await;
+    first.leave().await;
+    jam.stop().await;
+}

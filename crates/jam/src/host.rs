@@ -63,6 +63,24 @@ pub struct HostConfig {
     pub share_urls: Vec<String>,
 }
 
+/// What a running host can change without dropping anyone (see
+/// [`HostControl::reconfigure`]): peers already in keep their connection,
+/// the next joiner is answered with these values. Everything else in
+/// [`HostConfig`] (name, session, rendezvous) is fixed for a host's life.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    pub max_peers: usize,
+    pub rtc: RtcConfig,
+}
+
+/// Channels waiting for a `hello` beyond the peer limit. Up to a whole jam's
+/// worth of joiners may open their channels in the same millisecond; their
+/// hellos are queued behind the opens, so fewer pending slots than peers
+/// would refuse them.
+fn max_pending(max_peers: usize) -> usize {
+    max_peers + 4
+}
+
 /// What a host reports, in order. Serialised one JSON object per line by
 /// `midi-rdv host --json`.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,6 +168,10 @@ enum Cmd {
     },
     /// Live MIDI: local input, mutes, panic, activity.
     Midi(live::MidiCmd),
+    Reconfigure {
+        live: LiveConfig,
+        done: oneshot::Sender<()>,
+    },
     Stop {
         done: oneshot::Sender<()>,
     },
@@ -186,10 +208,7 @@ impl Host {
         });
         let jam = Jam::new(JamConfig {
             max_peers: cfg.max_peers,
-            // Up to a whole jam's worth of joiners may open their channels
-            // in the same millisecond; their hellos are queued behind the
-            // opens, so fewer pending slots than peers would refuse them.
-            max_pending: cfg.max_peers + 4,
+            max_pending: max_pending(cfg.max_peers),
             host_machine_id: cfg.machine_id.clone(),
             host_display_name: cfg.display_name.clone(),
             ..JamConfig::default()
@@ -197,9 +216,11 @@ impl Host {
         let registry = Registry::for_jam(jam.config());
         let midi = live::MidiShared::new();
         let (session_tx, session_rx) = tokio::sync::watch::channel(session);
+        let (rtc_tx, rtc_rx) = tokio::sync::watch::channel(cfg.rtc.clone());
         let signalling = tokio::spawn(signalling_loop(
             signaller.clone(),
             cfg.clone(),
+            rtc_rx,
             session_tx,
             cmd_tx.clone(),
             events.clone(),
@@ -209,6 +230,7 @@ impl Host {
             joiner_ids: HashMap::new(),
             signaller,
             session: session_rx,
+            rtc: rtc_tx,
             registry,
             links: HashMap::new(),
             events: events.clone(),
@@ -298,6 +320,17 @@ impl HostControl {
             })
             .await;
     }
+
+    /// Changes the peer limit and the WebRTC settings (STUN/TURN servers,
+    /// gathering cap, addresses) while the jam runs: nobody is dropped and
+    /// the code stays; every offer answered after this returns uses them.
+    /// Peers above a lowered limit stay; only newcomers are refused.
+    pub async fn reconfigure(&self, live: LiveConfig) {
+        let (done, wait) = oneshot::channel();
+        if self.cmd.send(Cmd::Reconfigure { live, done }).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
 }
 
 /// A random RFC 4122 version-4 UUID, the form MidiEditor uses for machineId.
@@ -324,6 +357,7 @@ static NEXT_PEER: AtomicU64 = AtomicU64::new(1);
 async fn signalling_loop(
     signaller: Signaller,
     cfg: HostConfig,
+    rtc: tokio::sync::watch::Receiver<RtcConfig>,
     session_tx: tokio::sync::watch::Sender<HostSession>,
     cmd: mpsc::Sender<Cmd>,
     events: broadcast::Sender<HostEvent>,
@@ -358,7 +392,8 @@ async fn signalling_loop(
                     seen.insert(offer.joiner_id.clone());
                     let peer = PeerId(NEXT_PEER.fetch_add(1, Ordering::Relaxed));
                     let signaller = signaller.clone();
-                    let rtc_cfg = cfg.rtc.clone();
+                    // Read per offer: the engine may have changed it.
+                    let rtc_cfg = rtc.borrow().clone();
                     let cmd = cmd.clone();
                     let session = session.clone();
                     tokio::spawn(async move {
@@ -490,6 +525,8 @@ struct Engine {
     joiner_ids: HashMap<PeerId, String>,
     signaller: Signaller,
     session: tokio::sync::watch::Receiver<HostSession>,
+    /// What the signalling loop answers the next offer with.
+    rtc: tokio::sync::watch::Sender<RtcConfig>,
     registry: Registry,
     links: HashMap<PeerId, LinkSlot>,
     events: broadcast::Sender<HostEvent>,
@@ -620,6 +657,14 @@ impl Engine {
                 }
             }
             Cmd::Midi(c) => self.on_midi_cmd(c),
+            Cmd::Reconfigure { live, done } => {
+                let max_peers = live.max_peers.max(1);
+                self.jam.set_limits(max_peers, max_pending(max_peers));
+                self.registry
+                    .set_capacity(max_peers.saturating_add(max_pending(max_peers)));
+                self.rtc.send_replace(live.rtc);
+                let _ = done.send(());
+            }
             Cmd::Stop { .. } => {}
         }
     }

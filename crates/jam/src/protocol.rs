@@ -391,6 +391,14 @@ impl Jam {
         &self.cfg
     }
 
+    /// Changes the peer limits from now on, for a host whose settings
+    /// changed while peers are in. Peers already welcomed (or pending) stay
+    /// even above a lowered limit; the next `hello` is checked against it.
+    pub fn set_limits(&mut self, max_peers: usize, max_pending: usize) {
+        self.cfg.max_peers = max_peers;
+        self.cfg.max_pending = max_pending;
+    }
+
     /// Every known peer, welcomed or not, in opening order.
     pub fn peers(&self) -> impl Iterator<Item = &PeerInfo> {
         self.peers.iter().map(|p| &p.info)

@@ -238,6 +238,12 @@ impl Registry {
         self.capacity
     }
 
+    /// Follows the jam's limits when they change live (see
+    /// [`Registry::for_jam`]); rows already listed stay even above it.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
+    }
+
     pub fn peers(&self) -> &[PeerEntry] {
         &self.peers
     }

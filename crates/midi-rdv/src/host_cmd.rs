@@ -1,15 +1,17 @@
-//! `midi-rdv host`: the bundled rendezvous plus the jam host, headless.
-//! Prints the code and the URL to share; with `--json`, one JSON object per
-//! line for every event, so scripts and tests can follow a jam.
+//! `midi-rdv host`: the hosted jam ([`hosted`]: the bundled rendezvous plus
+//! the jam host and its LAN advert), headless. This file only maps flags to
+//! a [`HostedConfig`] and prints the service's events: the code and the URL
+//! to share; with `--json`, one JSON object per line for every event, so
+//! scripts and tests can follow a jam.
 
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use jam::host::{Host, HostConfig, HostEvent};
-use jam::rtc::RtcConfig;
-use jam::signal::Target;
-use rdv::{Config, Rendezvous, RunningServer};
+use hosted::{Hosted, HostedConfig, HostedEvent, Level, Phase, RendezvousChoice};
+use jam::host::HostEvent;
+use tokio::sync::broadcast;
 
 use crate::LogFormat;
 
@@ -120,9 +122,11 @@ fn print(json: bool, e: &HostEvent) {
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
-pub async fn run(args: HostArgs) -> Result<(), String> {
-    crate::init_logging_with(&args.log_level, args.log_format)?;
-    let (server, target, urls) = match &args.rendezvous_url {
+/// The hosted jam `args` describe: exactly the given port (no fallback: a
+/// script asked for it), no MIDI ports of its own (it relays), and a failed
+/// start is final.
+fn config(args: &HostArgs) -> Result<HostedConfig, String> {
+    let rendezvous = match &args.rendezvous_url {
         Some(url) => {
             let u = url.trim();
             if !(u.starts_with("http://") || u.starts_with("https://")) {
@@ -130,120 +134,93 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
                     "--rendezvous-url {u:?} must start with http:// or https://"
                 ));
             }
-            (
-                None,
-                Target::Remote(u.to_owned()),
-                vec![u.trim_end_matches('/').to_owned()],
-            )
+            RendezvousChoice::Remote(u.to_owned())
         }
-        None => {
-            let rdv = Rendezvous::new(Config::default());
-            let bind = SocketAddr::new(args.bind, args.port);
-            let server = RunningServer::start(bind, rdv.clone())
-                .await
-                .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
-            let urls = jam::net::share_urls(server.addr, "");
-            (Some(server), Target::Bundled(rdv), urls)
-        }
-    };
-    let cfg = HostConfig {
-        display_name: args.name.clone(),
-        machine_id: String::new(),
-        session_id: format!("jam-{}", jam::host::new_machine_id()),
-        max_peers: usize::try_from(args.max_peers).unwrap_or(8),
-        rtc: RtcConfig {
-            ice_servers: args.ice_servers.clone(),
-            gather_timeout: Duration::from_millis(args.gather_timeout_ms),
-            bind_ips: args.ice_bind.clone(),
-            resolve_mdns: !args.no_mdns,
+        None => RendezvousChoice::Bundled {
+            bind: args.bind,
+            port: args.port,
+            port_attempts: 1,
         },
-        target,
-        share_urls: urls,
     };
-    let (host, mut events) = match Host::start(cfg).await {
-        Ok(h) => h,
-        Err(e) => {
-            if let Some(s) = server {
-                let _ = s.stop().await;
-            }
-            return Err(format!("cannot host: {e}"));
-        }
-    };
-    let json = args.json;
-    // The first event names the code, which an open jam advertises.
-    let code = match events.recv().await {
-        Ok(e) => {
-            print(json, &e);
-            match e {
-                HostEvent::Hosting { code, .. } => Some(code),
-                _ => None,
-            }
-        }
-        Err(_) => None,
-    };
-    let max_peers = usize::try_from(args.max_peers).unwrap_or(8);
-    let mut advertiser = match (&server, args.no_advertise) {
-        (Some(server), false) => {
-            let cfg = lan::AdvertiseConfig {
-                interfaces: if args.advertise_on.is_empty() {
-                    lan::InterfaceChoice::DefaultLan
-                } else {
-                    lan::InterfaceChoice::Named(args.advertise_on.clone())
-                },
-                port: server.addr.port(),
-                base_path: "/".into(),
-                name: args.name.clone(),
-                code: if args.open { code.clone() } else { None },
-                peers: (0, max_peers),
-            };
-            match tokio::task::spawn_blocking(move || lan::Advertiser::start(cfg)).await {
-                Ok(Ok(a)) => Some(a),
-                Ok(Err(e)) => {
-                    // Hosting goes on: joiners can still type the address.
-                    print(
-                        json,
-                        &HostEvent::Error {
-                            message: format!("not advertised on the LAN: {e}"),
-                        },
-                    );
-                    None
+    Ok(HostedConfig {
+        name: args.name.clone(),
+        max_peers: usize::try_from(args.max_peers).unwrap_or(hosted::MAX_PEERS),
+        rendezvous,
+        ice_servers: args.ice_servers.clone(),
+        gather_timeout: Duration::from_millis(args.gather_timeout_ms),
+        ice_bind: args.ice_bind.clone(),
+        resolve_mdns: !args.no_mdns,
+        advertise: !args.no_advertise,
+        advertise_on: args.advertise_on.clone(),
+        open_jam: args.open,
+        midi: None,
+        retry_every: None,
+    })
+}
+
+/// Prints one event of the hosted jam. The service's own messages (the LAN
+/// advert failed, say) print as `error` lines, as host errors do.
+fn print_hosted(json: bool, e: HostedEvent) {
+    match e {
+        HostedEvent::Host(e) => print(json, &e),
+        HostedEvent::Notice(n) => print(json, &HostEvent::Error { message: n.message }),
+    }
+}
+
+fn print_skipped(json: bool, n: u64) {
+    print(
+        json,
+        &HostEvent::Error {
+            message: format!("{n} events skipped (output too slow)"),
+        },
+    );
+}
+
+/// Waits until the jam hosts (`Ok`) or its start failed (the reason).
+async fn started(hosted: &Hosted) -> Result<(), String> {
+    let mut view = hosted.subscribe();
+    loop {
+        {
+            let v = view.borrow_and_update();
+            match v.phase {
+                Phase::Hosting => return Ok(()),
+                Phase::Failed | Phase::Stopped => {
+                    return Err(v
+                        .notices
+                        .iter()
+                        .rev()
+                        .find(|n| n.level == Level::Error)
+                        .map(|n| n.message.clone())
+                        .unwrap_or_else(|| "cannot host".to_owned()))
                 }
-                Err(_) => None,
+                Phase::Starting => {}
             }
         }
-        _ => None,
-    };
-    let open = args.open;
+        if view.changed().await.is_err() {
+            return Err("the jam stopped before it hosted".to_owned());
+        }
+    }
+}
+
+pub async fn run(args: HostArgs) -> Result<(), String> {
+    crate::init_logging_with(&args.log_level, args.log_format)?;
+    let cfg = config(&args)?;
+    let json = args.json;
+    let (hosted, mut events) = Hosted::start(cfg);
+    if let Err(why) = started(&hosted).await {
+        hosted.stop().await;
+        return Err(why);
+    }
     let printer = tokio::spawn(async move {
-        let mut connected = std::collections::HashSet::new();
         loop {
             match events.recv().await {
-                Ok(e) => {
-                    let stop = e == HostEvent::Stopped;
-                    print(json, &e);
-                    if let Some(a) = advertiser.as_mut() {
-                        update_advert(a, &e, &mut connected, max_peers, open);
-                    }
-                    if stop {
-                        break;
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    print(
-                        json,
-                        &HostEvent::Error {
-                            message: format!("{n} events skipped (output too slow)"),
-                        },
-                    );
-                }
-                Err(_) => break,
+                Ok(e) => print_hosted(json, e),
+                Err(broadcast::error::RecvError::Lagged(n)) => print_skipped(json, n),
+                Err(broadcast::error::RecvError::Closed) => break,
             }
         }
-        if let Some(a) = advertiser {
-            // Goodbye packets, so LAN browsers drop the jam at once.
-            let _ = tokio::task::spawn_blocking(move || a.stop()).await;
-        }
     });
+    let hosted = Arc::new(hosted);
     // Commands on stdin, one per line: `kick <peer id> [reason]`,
     // `chat <text>`, `quit`. End of input (or no terminal) changes nothing.
     let (quit_tx, mut quit_rx) = tokio::sync::mpsc::channel::<()>(1);
@@ -262,12 +239,12 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
             }
         });
     let commands = {
-        let host = host.clone_handle();
+        let hosted = hosted.clone();
         tokio::spawn(async move {
             while let Some(line) = line_rx.recv().await {
                 match parse_command(&line) {
-                    Ok(Command::Kick(peer, reason)) => host.kick(peer, &reason).await,
-                    Ok(Command::Chat(text)) => host.chat(&text).await,
+                    Ok(Command::Kick(peer, reason)) => hosted.kick(peer.0, &reason).await,
+                    Ok(Command::Chat(text)) => hosted.chat(&text).await,
                     Ok(Command::Quit) => {
                         let _ = quit_tx.send(()).await;
                         break;
@@ -289,39 +266,15 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         _ = quit => {}
     }
     commands.abort();
-    host.stop().await;
+    let _ = commands.await;
+    match Arc::try_unwrap(hosted) {
+        Ok(h) => h.stop().await,
+        Err(_) => return Err("the jam is still in use".to_owned()),
+    }
+    // The service is gone, so the printer sees the end of the events after
+    // the host's last ones (`stopped`).
     let _ = tokio::time::timeout(Duration::from_secs(2), printer).await;
-    if let Some(s) = server {
-        s.stop()
-            .await
-            .map_err(|e| format!("rendezvous error: {e}"))?;
-    }
     Ok(())
-}
-
-/// Keeps the LAN advertisement's peer count (and an open jam's code) current.
-fn update_advert(
-    a: &mut lan::Advertiser,
-    e: &HostEvent,
-    connected: &mut std::collections::HashSet<u64>,
-    max_peers: usize,
-    open: bool,
-) {
-    use jam::registry::RegistryEvent;
-    match e {
-        HostEvent::Peer(RegistryEvent::Connected { peer }) => {
-            connected.insert(peer.id.0);
-        }
-        HostEvent::Peer(RegistryEvent::Left { peer, .. }) => {
-            connected.remove(&peer.id.0);
-        }
-        HostEvent::Hosting { code, .. } if open => {
-            let _ = a.set_open_code(Some(code.clone()));
-            return;
-        }
-        _ => return,
-    }
-    let _ = a.set_peers(connected.len(), max_peers);
 }
 
 /// A line typed on stdin while hosting.

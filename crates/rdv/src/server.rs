@@ -167,6 +167,19 @@ impl Rendezvous {
         &self.inner.config
     }
 
+    /// Joiner slots per session from now on (see
+    /// [`Table::set_max_peers`]); `config().table.max_peers` keeps the value
+    /// it started with. Used by a jam host whose peer limit changes live:
+    /// its bundled rendezvous must take as many joiners as the jam does.
+    pub fn set_max_peers(&self, max_peers: usize) {
+        lock(&self.inner.table).set_max_peers(max_peers);
+    }
+
+    /// The joiner slot cap in force now.
+    pub fn max_peers(&self) -> usize {
+        lock(&self.inner.table).limits().max_peers
+    }
+
     /// Marks the server as stopping: `/readyz` turns 503 and every long-poll
     /// returns now with what it has, so graceful shutdown is not held up.
     pub fn begin_shutdown(&self) {
@@ -354,7 +367,7 @@ impl Rendezvous {
                 service: "midi-rdv",
                 version: 3,
                 protocol: "joiner-initiated-multi-peer",
-                max_peers_per_session: self.inner.config.table.max_peers,
+                max_peers_per_session: self.max_peers(),
                 docs: &self.inner.config.docs_url,
                 extensions: EXTENSIONS,
             },
@@ -537,10 +550,7 @@ impl Rendezvous {
             ),
             Err(OfferError::SessionFull) => error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &format!(
-                    "session is full ({} peers)",
-                    self.inner.config.table.max_peers
-                ),
+                &format!("session is full ({} peers)", self.max_peers()),
             ),
         }
     }

@@ -223,6 +223,20 @@ impl Table {
         &self.limits
     }
 
+    /// Changes the per-session joiner slot cap from now on. A hosted jam's
+    /// own rendezvous follows the host's peer limit, which can change while
+    /// peers are in: offers already stored stay, the next one is checked
+    /// against the new cap. The record bound grows with it (never below
+    /// four records per slot, the ratio `midi-rdv serve` uses).
+    pub fn set_max_peers(&mut self, max_peers: usize) {
+        let max_peers = max_peers.max(1);
+        self.limits.max_peers = max_peers;
+        self.limits.max_records_per_session = self
+            .limits
+            .max_records_per_session
+            .max(max_peers.saturating_mul(4));
+    }
+
     /// Returns the live session for `code`, removing it first if its lifetime
     /// is over, and purging its expired records.
     fn live(&mut self, now: Millis, code: Code) -> Option<&mut Session> {
@@ -709,6 +723,33 @@ mod tests {
             Err(AnswerError::AlreadyPosted)
         );
         assert_eq!(t.answer(Millis(3), c, "joiner-01").as_deref(), Some("good"));
+    }
+
+    #[test]
+    fn the_slot_cap_can_change_while_offers_are_stored() {
+        let mut t = table();
+        let c = open(&mut t, 0).code;
+        for i in 0..8 {
+            offer(&mut t, 0, c, &format!("joiner-{i:02}")).unwrap();
+        }
+        assert_eq!(
+            offer(&mut t, 1, c, "joiner-08"),
+            Err(OfferError::SessionFull)
+        );
+        t.set_max_peers(10);
+        offer(&mut t, 1, c, "joiner-08").unwrap();
+        offer(&mut t, 1, c, "joiner-09").unwrap();
+        assert_eq!(
+            offer(&mut t, 1, c, "joiner-10"),
+            Err(OfferError::SessionFull)
+        );
+        // Lowered below what is stored: the stored offers stay, no new one.
+        t.set_max_peers(2);
+        assert_eq!(t.stats().live_offers, 10);
+        assert_eq!(
+            offer(&mut t, 1, c, "joiner-11"),
+            Err(OfferError::SessionFull)
+        );
     }
 
     #[test]

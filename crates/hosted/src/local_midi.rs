@@ -1,7 +1,8 @@
 //! This computer's MIDI ports in a jam: what the chosen input plays goes
 //! into the jam, and what the jam plays comes out of the chosen output. The
-//! jam is either the one this app hosts ([`HostControl`]) or one it joined
-//! ([`crate::joined_midi`]); both look the same from here ([`JamPorts`]).
+//! jam is either the one this service hosts ([`HostControl`]) or one the app
+//! joined (the app's `joined_midi`); both look the same from here
+//! ([`JamPorts`]).
 //!
 //! The ports are found by the names the settings store, and followed: a
 //! keyboard unplugged mid-jam is a message on the status line, and it plays
@@ -25,7 +26,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::session::Level;
+use crate::view::Level;
 
 /// Input events waiting between the MIDI backend's thread and the jam.
 const INPUT_QUEUE: usize = 4096;

@@ -536,7 +536,7 @@ async fn start_host() -> Hosted {
             bind_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             resolve_mdns: false,
         },
-        target: Target::Bundled(server.rdv.clone()),
+        target: Target::bundled(server.rdv.clone()),
         share_urls: vec![server.url()],
     })
     .await

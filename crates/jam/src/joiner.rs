@@ -51,7 +51,6 @@
 //! logs and the CLI's JSON lines.
 
 mod address;
-mod http;
 mod link;
 mod session;
 
@@ -61,20 +60,21 @@ use std::time::{Duration, Instant};
 
 use ::rtc::shared::error::Error as WebrtcError;
 use bytes::{Bytes, BytesMut};
-use rdv::Millis;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use types::Millis;
 
 pub use address::{parse_address, url_for, AddressError, DEFAULT_PORT};
 pub use link::{CONTROL_CHANNEL, MIDI_CHANNEL, MIDI_QUEUE};
 pub use session::client_id;
 
+use crate::rendezvous::{Client, RendezvousError};
 use crate::rtc::{LinkState, RtcConfig};
-use http::RdvClient;
 use link::{JoinLink, LinkMsg, MidiShared};
 use session::{Out, Session, SessionConfig};
+use types::{Code, RendezvousUrl};
 
 /// Events kept for slow subscribers; older ones are skipped (`Lagged`).
 const EVENT_CAPACITY: usize = 256;
@@ -150,10 +150,9 @@ pub enum MidiChannel {
 /// What to join and as whom.
 #[derive(Debug, Clone)]
 pub struct JoinConfig {
-    /// The rendezvous base URL (`http://10.0.0.5:8787`, a base path allowed;
-    /// a trailing `/` is ignored). Typed addresses go through
-    /// [`parse_address`] first; an address from the LAN through [`url_for`].
-    pub rendezvous_url: String,
+    /// The rendezvous base URL. Typed addresses become one through
+    /// [`parse_address`]; an address from the LAN through [`url_for`].
+    pub rendezvous_url: RendezvousUrl,
     /// The jam's 4-character code (case does not matter). `None` is only
     /// right for an open jam whose code the caller took from its LAN
     /// advertisement; without one the join fails with
@@ -175,12 +174,12 @@ impl JoinConfig {
     /// Defaults for everything but the target and the name: a fresh machine
     /// id, no ICE servers, every LAN interface, a 2 s gathering cap.
     pub fn new(
-        rendezvous_url: impl Into<String>,
+        rendezvous_url: RendezvousUrl,
         code: Option<String>,
         display_name: impl Into<String>,
     ) -> Self {
         JoinConfig {
-            rendezvous_url: rendezvous_url.into(),
+            rendezvous_url,
             code,
             display_name: display_name.into(),
             machine_id: String::new(),
@@ -500,7 +499,7 @@ impl Joiner {
         }
         let (events, first) = broadcast::channel(EVENT_CAPACITY);
         let (view_tx, view) = watch::channel(JoinView {
-            rendezvous_url: cfg.rendezvous_url.trim().to_owned(),
+            rendezvous_url: cfg.rendezvous_url.to_string(),
             code: cfg.code.as_deref().map(normalise_code),
             display_name: cfg.display_name.clone(),
             machine_id: cfg.machine_id.clone(),
@@ -754,48 +753,39 @@ async fn run(ctx: Ctx, mut cmd: mpsc::Receiver<Cmd>) {
     }
 }
 
+/// A fresh joinerId: a v4 UUID, 36 characters of `[0-9a-f-]`, within the
+/// protocol's `^[A-Za-z0-9-]{8,64}$` (MidiEditor makes 16 characters; the
+/// rendezvous accepts either).
 fn random_joiner_id() -> String {
-    // 16 characters of [A-Za-z0-9-], as MidiEditor makes them.
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-";
-    let mut b = [0u8; 16];
-    let _ = getrandom::fill(&mut b);
-    b.iter()
-        .map(|x| ALPHABET[usize::from(*x) % ALPHABET.len()] as char)
-        .collect()
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// Up to the `midieditor` channel being open.
 async fn connect(ctx: &Ctx) -> Result<Connected, JoinError> {
     let cfg = &ctx.cfg;
     let t = &cfg.timeouts;
-    let raw = cfg.rendezvous_url.trim();
-    let base = raw.trim_end_matches('/');
-    if !(base.starts_with("http://") || base.starts_with("https://")) {
-        return Err(JoinError::BadAddress {
-            input: raw.to_owned(),
-            detail: match parse_address(raw) {
-                Ok(url) => format!("\"{raw}\" is not a full address: use {url}."),
-                Err(e) => e.message,
-            },
-        });
-    }
+    let url = &cfg.rendezvous_url;
     let code = match cfg.code.as_deref().map(normalise_code) {
         Some(c) if !c.is_empty() => c,
         _ => return Err(JoinError::CodeNeeded),
     };
-    if rdv::code::Code::parse_route(&code).is_none() {
+    let Ok(code) = Code::parse(&code) else {
         return Err(JoinError::WrongCode { code });
-    }
+    };
 
     ctx.step(JoinStep::CheckingRendezvous);
-    let health = crate::check::check_health(base, t.health)
+    let client = Client::new(url.clone(), t.request);
+    let health = client
+        .health(t.health)
         .await
-        .map_err(|e| health_error(base, e))?;
-    let long_poll = health.extensions.iter().any(|x| x == "long-poll");
+        .map_err(|e| join_error(url, &code, Doing::Health, e))?;
+    let long_poll = health.long_poll();
 
     ctx.step(JoinStep::VerifyingCode);
-    let client = RdvClient::new(base, t.request);
-    let verified = client.verify(&code).await?;
+    let verified = client
+        .verify(&code)
+        .await
+        .map_err(|e| join_error(url, &code, Doing::Verify, e))?;
     if !verified.display_name.is_empty() {
         let name = verified.display_name.clone();
         ctx.view.send_modify(|v| v.host_name = Some(name));
@@ -866,31 +856,55 @@ async fn connect(ctx: &Ctx) -> Result<Connected, JoinError> {
     })
 }
 
-fn health_error(base: &str, e: crate::check::CheckError) -> JoinError {
-    use crate::check::CheckError as C;
+/// Which request failed, for the words of [`JoinError::Rendezvous`].
+#[derive(Clone, Copy)]
+enum Doing {
+    Health,
+    Verify,
+    Offer,
+    Answer,
+}
+
+/// A rendezvous failure in a joiner's terms.
+fn join_error(url: &RendezvousUrl, code: &Code, doing: Doing, e: RendezvousError) -> JoinError {
+    use RendezvousError as R;
+    let url = url.to_string();
     match e {
-        C::BadUrl { url, detail } => JoinError::BadAddress {
-            input: url.clone(),
-            detail: format!("\"{url}\" is not a usable address: {detail}."),
+        R::NoSession { .. } => JoinError::WrongCode {
+            code: code.to_string(),
         },
-        C::NotARendezvous { detail } => JoinError::NotAJam {
-            url: base.to_owned(),
-            detail,
-        },
-        C::ProtocolTooOld { .. } | C::HttpStatus { .. } => JoinError::NotAJam {
-            url: base.to_owned(),
+        R::TooManyTries => JoinError::TooManyTries,
+        R::SessionFull { message } => JoinError::JamFull { detail: message },
+        R::NotARendezvous { detail } => JoinError::NotAJam { url, detail },
+        R::ProtocolTooOld { .. } | R::TooLarge { .. } => JoinError::NotAJam {
+            url,
             detail: e.to_string(),
         },
-        C::ConnectionRefused { .. } => JoinError::Unreachable {
-            url: base.to_owned(),
+        R::Status { .. } | R::Misbehaved { .. } => match doing {
+            Doing::Health => JoinError::NotAJam {
+                url,
+                detail: e.to_string(),
+            },
+            Doing::Verify => JoinError::Rendezvous {
+                detail: format!("checking the code got {e}"),
+            },
+            Doing::Offer => JoinError::Rendezvous {
+                detail: format!("posting our offer got {e}"),
+            },
+            Doing::Answer => JoinError::Rendezvous {
+                detail: format!("waiting for the host's answer got {e}"),
+            },
+        },
+        R::ConnectionRefused { .. } => JoinError::Unreachable {
+            url,
             detail: "nothing answers there (connection refused)".to_owned(),
         },
-        C::TimedOut { ms } => JoinError::Unreachable {
-            url: base.to_owned(),
+        R::TimedOut { ms } => JoinError::Unreachable {
+            url,
             detail: format!("no answer within {:.1} s", ms as f64 / 1000.0),
         },
         other => JoinError::Unreachable {
-            url: base.to_owned(),
+            url,
             detail: other.to_string(),
         },
     }
@@ -898,14 +912,20 @@ fn health_error(base: &str, e: crate::check::CheckError) -> JoinError {
 
 /// Posts the offer and fetches the answer in parallel, as MidiEditor does.
 async fn exchange(
-    client: &RdvClient,
-    code: &str,
+    client: &Client,
+    code: &Code,
     joiner_id: &str,
     sdp: &str,
     long_poll: bool,
     t: &JoinTimeouts,
 ) -> Result<String, JoinError> {
-    let post = client.post_offer(code, joiner_id, sdp);
+    let url = client.url();
+    let post = async {
+        client
+            .post_offer(code, joiner_id, sdp)
+            .await
+            .map_err(|e| join_error(url, code, Doing::Offer, e))
+    };
     let poll = poll_answer(client, code, joiner_id, long_poll);
     let deadline = tokio::time::sleep(t.answer);
     tokio::pin!(post, poll, deadline);
@@ -925,8 +945,8 @@ async fn exchange(
 }
 
 async fn poll_answer(
-    client: &RdvClient,
-    code: &str,
+    client: &Client,
+    code: &Code,
     joiner_id: &str,
     long_poll: bool,
 ) -> Result<String, JoinError> {
@@ -939,13 +959,21 @@ async fn poll_answer(
         }
         let started = Instant::now();
         let wait = long_poll.then_some(LONG_POLL);
-        if let Some(sdp) = client.poll_answer(code, joiner_id, wait).await? {
+        let url = client.url();
+        if let Some(sdp) = client
+            .poll_answer(code, joiner_id, wait)
+            .await
+            .map_err(|e| join_error(url, code, Doing::Answer, e))?
+        {
             return Ok(sdp);
         }
         polls = polls.saturating_add(1);
         // A jam that ended while we wait: its code is gone.
         if long_poll || polls % REVERIFY_EVERY == 0 {
-            client.verify(code).await?;
+            client
+                .verify(code)
+                .await
+                .map_err(|e| join_error(url, code, Doing::Verify, e))?;
         }
         // A long-poll answered at once (the first one races our offer, or
         // a server that does not really wait) must not spin.
@@ -1080,7 +1108,7 @@ async fn session(ctx: &Ctx, c: Connected, cmd: &mut mpsc::Receiver<Cmd>) {
                 None => break Ok("You left the jam.".to_owned()),
                 Some(Cmd::Chat(text, reply)) => {
                     let r = if s.is_joined() {
-                        let ts = rdv::Clock::wall_ms(&rdv::SystemClock::new());
+                        let ts = types::wall_ms();
                         s.chat(&text, ts).map(send)
                     } else {
                         Err("not in the jam yet".to_owned())
@@ -1271,8 +1299,7 @@ mod tests {
     fn joiner_ids_match_the_protocol() {
         for _ in 0..100 {
             let id = random_joiner_id();
-            assert_eq!(id.len(), 16);
-            assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+            assert!(types::is_valid_joiner_id(&id), "{id}");
         }
     }
 

@@ -508,18 +508,22 @@ impl Supervisor {
                 }
             }
             let Some(server) = &self.server else { return };
-            Target::Bundled(server.rdv.clone())
+            Target::bundled(server.rdv.clone())
         } else {
-            Target::Remote(self.settings.rendezvous_url.trim().to_owned())
+            match jam::types::RendezvousUrl::parse(&self.settings.rendezvous_url) {
+                Ok(url) => Target::Remote(url),
+                Err(e) => {
+                    // Saved settings are validated; this is a hand-edited file.
+                    self.notice(Level::Error, format!("Rendezvous address: {e}"));
+                    self.view.send_modify(|v| v.phase = Phase::Failed);
+                    return;
+                }
+            }
         };
         let urls = match (&target, &self.server) {
             (Target::Bundled(_), Some(s)) => jam::net::share_urls(s.addr, ""),
-            _ => vec![self
-                .settings
-                .rendezvous_url
-                .trim()
-                .trim_end_matches('/')
-                .to_owned()],
+            (Target::Remote(url), _) => vec![url.to_string()],
+            (Target::Bundled(_), None) => Vec::new(),
         };
         let ice = match ice_rows_to_servers(&self.settings.ice_servers) {
             Ok(ice) => ice,

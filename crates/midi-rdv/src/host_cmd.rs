@@ -22,8 +22,10 @@ pub struct HostArgs {
     #[arg(long, env = "MIDI_RDV_PORT", default_value_t = 8787)]
     pub port: u16,
     /// Use this rendezvous instead of the bundled one (e.g. http://10.0.0.2:8787).
+    /// Checked as the one rendezvous-URL type checks it (http:// or
+    /// https://, a host, no ?query).
     #[arg(long, env = "MIDI_RDV_RENDEZVOUS_URL")]
-    pub rendezvous_url: Option<String>,
+    pub rendezvous_url: Option<jam::types::RendezvousUrl>,
     /// Your name as joiners see it.
     #[arg(long, env = "MIDI_RDV_NAME", default_value = "Jam host")]
     pub name: String,
@@ -74,7 +76,9 @@ pub struct HostArgs {
 }
 
 fn parse_ice(s: &str) -> Result<jam::rtc::IceServer, String> {
-    jam::ice::parse_ice_uri(s).map_err(|e| e.to_string())
+    s.parse::<jam::types::IceServer>()
+        .map(Into::into)
+        .map_err(|e| e.to_string())
 }
 
 /// Prints one event: a JSON line, or a line of text for people.
@@ -123,19 +127,7 @@ fn print(json: bool, e: &HostEvent) {
 pub async fn run(args: HostArgs) -> Result<(), String> {
     crate::init_logging_with(&args.log_level, args.log_format)?;
     let (server, target, urls) = match &args.rendezvous_url {
-        Some(url) => {
-            let u = url.trim();
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(format!(
-                    "--rendezvous-url {u:?} must start with http:// or https://"
-                ));
-            }
-            (
-                None,
-                Target::Remote(u.to_owned()),
-                vec![u.trim_end_matches('/').to_owned()],
-            )
-        }
+        Some(url) => (None, Target::Remote(url.clone()), vec![url.to_string()]),
         None => {
             let rdv = Rendezvous::new(Config::default());
             let bind = SocketAddr::new(args.bind, args.port);
@@ -143,7 +135,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
             let urls = jam::net::share_urls(server.addr, "");
-            (Some(server), Target::Bundled(rdv), urls)
+            (Some(server), Target::bundled(rdv), urls)
         }
     };
     let cfg = HostConfig {

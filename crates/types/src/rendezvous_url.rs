@@ -170,6 +170,25 @@ impl RendezvousUrl {
     }
 }
 
+/// Compares the normalised form, so `url == "http://h:1"` reads naturally.
+impl PartialEq<str> for RendezvousUrl {
+    fn eq(&self, other: &str) -> bool {
+        self.base == other
+    }
+}
+
+impl PartialEq<&str> for RendezvousUrl {
+    fn eq(&self, other: &&str) -> bool {
+        self.base == *other
+    }
+}
+
+impl PartialEq<String> for RendezvousUrl {
+    fn eq(&self, other: &String) -> bool {
+        self.base == *other
+    }
+}
+
 impl FromStr for RendezvousUrl {
     type Err = UrlError;
     fn from_str(s: &str) -> Result<RendezvousUrl, UrlError> {

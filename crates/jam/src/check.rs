@@ -100,7 +100,7 @@ pub struct CheckConfig {
     /// base path (`http://host:8787/rdv`); a trailing `/` is ignored.
     pub rendezvous_url: String,
     /// STUN/TURN servers as users write them (MidiEditor's grammar, see
-    /// [`crate::ice`]); each is checked on its own, a bad one never stops
+    /// [`types::IceServer`]); each is checked on its own, a bad one never stops
     /// the others.
     pub ice_servers: Vec<String>,
     /// Addresses the two test peers gather host candidates on. Empty means

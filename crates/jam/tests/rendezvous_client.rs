@@ -142,3 +142,96 @@ async fn flooded_poll_stops_at_the_cap(announce_length: bool) {
         "the client stopped reading early, but the server sent {read} bytes"
     );
 }
+
+/// How many long-polls the rendezvous holds now, read from its metrics.
+fn held_long_polls(rdv: &rdv::Rendezvous) -> u64 {
+    rdv.metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix("rdv_longpoll_waiters "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A host on a remote rendezvous (our server over HTTP) holds a long-poll
+/// of `joiner-offers` instead of polling every second, and host and joiner
+/// talk through the same client with the protocol's meanings of 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_host_long_polls_and_answers_through_the_one_client() {
+    use jam::rendezvous::{Client, RendezvousError};
+    use jam::signal::SignalError;
+    use jam::types::{Code, RendezvousUrl};
+
+    let server = rdv::RunningServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        rdv::Rendezvous::new(rdv::Config::default()),
+    )
+    .await
+    .unwrap();
+    let url: RendezvousUrl = server.url().parse().unwrap();
+    let host = Signaller::new(Target::Remote(url.clone()));
+    host.health().await.expect("our rendezvous is healthy");
+    let session = host.open("sess", "Host").await.expect("open");
+
+    let polling = tokio::spawn({
+        let host = host.clone();
+        let session = session.clone();
+        async move { host.next_offers(&session, &HashSet::new()).await }
+    });
+    // The host's poll is held by the rendezvous, not repeated.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while held_long_polls(&server.rdv) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no long-poll held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let joiner = Client::new(url, Duration::from_secs(5));
+    let verified = joiner.verify(&session.code).await.expect("verify");
+    assert_eq!(verified.session_id, "sess");
+    assert_eq!(verified.display_name, "Host");
+    assert_eq!(
+        joiner
+            .poll_answer(&session.code, "joiner-0001", None)
+            .await
+            .expect("404 is not yet"),
+        None
+    );
+    joiner
+        .post_offer(&session.code, "joiner-0001", "v=0 offer")
+        .await
+        .expect("offer");
+    let offers = polling.await.unwrap().expect("offers");
+    assert_eq!(offers.len(), 1);
+    assert_eq!(offers[0].joiner_id, "joiner-0001");
+    assert_eq!(offers[0].sdp, "v=0 offer");
+
+    host.answer(&session, "joiner-0001", "v=0 answer".into())
+        .await
+        .expect("answer");
+    assert_eq!(
+        joiner
+            .poll_answer(&session.code, "joiner-0001", None)
+            .await
+            .expect("answer poll")
+            .as_deref(),
+        Some("v=0 answer")
+    );
+    // A second answer is refused, in the rendezvous's own words.
+    match host
+        .answer(&session, "joiner-0001", "v=0 again".into())
+        .await
+    {
+        Err(SignalError::Remote(RendezvousError::Status {
+            status: 409,
+            message,
+        })) => {
+            assert!(message.unwrap_or_default().contains("already posted"))
+        }
+        other => panic!("{other:?}"),
+    }
+    // An unknown code is "no session", said so.
+    let unknown = Code::parse_route("ZZZZ").unwrap();
+    let e = joiner.verify(&unknown).await.unwrap_err();
+    assert!(matches!(e, RendezvousError::NoSession { .. }), "{e:?}");
+    assert!(e.to_string().contains("code ZZZZ"), "{e}");
+    server.stop().await.unwrap();
+}

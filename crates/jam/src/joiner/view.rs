@@ -139,7 +139,7 @@ pub enum JoinEvent {
         text: String,
     },
     /// Any other frame from the host (`playback`, `hunks`, `filetransfer`...).
-    /// `body` is `null` for frames over [`MAX_EVENT_FRAME`] bytes (events are
+    /// `body` is `null` for frames over [`MAX_EVENT_FRAME`](super::MAX_EVENT_FRAME) bytes (events are
     /// kept for slow subscribers; a host must not make them hold megabytes).
     Frame {
         kind: String,
@@ -212,12 +212,12 @@ pub enum JoinError {
     /// Our own side could not set up WebRTC.
     #[error("This computer could not set up the connection: {detail}.")]
     Setup { detail: String },
-    /// [`Joiner::leave`] before the join finished.
+    /// [`Joiner::leave`](super::Joiner::leave) before the join finished.
     #[error("Joining was cancelled.")]
     Cancelled,
 }
 
-/// Why [`Joiner::send_midi`] did not send.
+/// Why [`Joiner::send_midi`](super::Joiner::send_midi) did not send.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MidiSendError {
     #[error("the midi channel is not open")]

@@ -46,7 +46,7 @@ pub struct FoundJam {
     /// The host's display name.
     pub name: String,
     /// The rendezvous URL to join at: `http://ip:port` plus the base path.
-    pub url: String,
+    pub url: jam::types::RendezvousUrl,
     /// Every address the host was seen at.
     pub addresses: Vec<String>,
     pub peers: usize,

@@ -58,24 +58,38 @@ pub fn hosted_config(
     midi_system: Arc<dyn midi::ports::MidiSystem>,
 ) -> (HostedConfig, Option<String>) {
     let url = settings.rendezvous_url.trim();
-    let (ice_servers, ice_error) = match ice_rows_to_servers(&settings.ice_servers) {
+    let (ice_servers, mut ice_error) = match ice_rows_to_servers(&settings.ice_servers) {
         Ok(ice) => (ice, None),
         Err(e) => (
             Vec::new(),
             Some(format!("STUN/TURN list ignored: {}", e.message)),
         ),
     };
+    // Saved settings are validated; only a hand-edited file holds an address
+    // that does not parse. The jam then hosts on the bundled rendezvous and
+    // says why, rather than not hosting at all.
+    let remote = match url {
+        "" => None,
+        u => match jam::types::RendezvousUrl::parse(u) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                ice_error = Some(format!(
+                    "Rendezvous address ignored ({e}); the jam uses the bundled rendezvous."
+                ));
+                None
+            }
+        },
+    };
     let cfg = HostedConfig {
         name: settings.display_name.clone(),
         max_peers: usize::try_from(settings.max_peers).unwrap_or(usize::MAX),
-        rendezvous: if url.is_empty() {
-            RendezvousChoice::Bundled {
+        rendezvous: match remote {
+            None => RendezvousChoice::Bundled {
                 bind: options.bind_ip,
                 port: settings.listen_port,
                 port_attempts: PORT_ATTEMPTS,
-            }
-        } else {
-            RendezvousChoice::Remote(url.to_owned())
+            },
+            Some(url) => RendezvousChoice::Remote(url),
         },
         ice_servers,
         gather_timeout: Duration::from_millis(settings.gather_timeout_ms),

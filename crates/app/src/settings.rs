@@ -19,8 +19,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jam::ice::parse_ice_uri;
 use jam::rtc::IceServer;
+use jam::types::{IceScheme, IceServer as IceUri, RendezvousUrl};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -394,77 +394,26 @@ fn row_is_blank(row: &IceRow) -> bool {
 /// appends its own paths (`/session`, `/code/...`) to this base URL, so
 /// anything after the path would end up in the middle of every request.
 pub fn check_rendezvous_url(raw: &str) -> Result<(), String> {
-    let s = raw.trim();
-    if s.is_empty() {
+    if raw.trim().is_empty() {
         return Ok(());
     }
-    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("A web address cannot contain spaces or line breaks.".to_owned());
-    }
-    let lower = s.to_ascii_lowercase();
-    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-        return Err(
-            "The address must start with http:// or https:// (for example https://rdv.example.org)."
-                .to_owned(),
-        );
-    }
-    if s.contains('\\') {
-        return Err("Use / rather than \\ in a web address.".to_owned());
-    }
-    if s.contains('?') {
-        return Err(
-            "Give only the server and, if needed, a path: leave out the part from ? on.".to_owned(),
-        );
-    }
-    if s.contains('#') {
-        return Err("Leave out the part from # on: it is not sent to the server.".to_owned());
-    }
-    let url = match url::Url::parse(s) {
-        Ok(u) => u,
-        Err(url::ParseError::InvalidPort) => {
-            return Err("The port after : must be a number from 1 to 65535.".to_owned())
-        }
-        Err(url::ParseError::EmptyHost) => {
-            return Err(
-                "Put the server's name or IP address after http:// or https://.".to_owned(),
-            )
-        }
-        Err(_) => {
-            return Err(
-                "This is not a valid web address; it should look like https://rdv.example.org or http://192.168.1.20:8787."
-                    .to_owned(),
-            )
-        }
-    };
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("Put the server's name or IP address after http:// or https://.".to_owned());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("Leave out the user name and password (the part before @).".to_owned());
-    }
-    if url.port() == Some(0) {
-        return Err("The port after : must be a number from 1 to 65535.".to_owned());
-    }
-    Ok(())
-}
-
-/// What a valid STUN/TURN address is made of.
-struct IceUrlParts {
-    scheme: &'static str,
+    RendezvousUrl::parse(raw)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Checks one row's address and credentials; every problem of the row.
 fn check_ice_row(i: usize, row: &IceRow) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let field = |f: &str| format!("iceServers[{i}].{f}");
-    let parts = match check_ice_url(&row.url) {
-        Ok(p) => p,
+    let address = match row_address(row) {
+        Ok(a) => a,
         Err(message) => {
             errors.push(FieldError::new(field("url"), message));
             return errors;
         }
     };
-    if parts.scheme == "stun" {
+    if address.scheme() == IceScheme::Stun {
         let message = "A STUN server takes no user name or password: leave these empty, or use a turn: address.";
         if !row.username.trim().is_empty() {
             errors.push(FieldError::new(field("username"), message));
@@ -489,135 +438,31 @@ fn check_ice_row(i: usize, row: &IceRow) -> Vec<FieldError> {
     errors
 }
 
-/// `stun:`/`turn:`/`turns:` + host + optional port + (TURN only) optional
-/// `?transport=udp|tcp|tls`. Stricter than [`parse_ice_uri`] (which also
-/// takes a missing scheme and inline credentials, as MidiEditor does):
-/// the pane has separate fields, so the address must be just the address.
-fn check_ice_url(raw: &str) -> Result<IceUrlParts, String> {
-    let s = raw.trim();
-    if s.is_empty() {
-        return Err(
+/// The row's address field, parsed as an address alone (the scheme
+/// written out, no inline credentials: the row has fields for those).
+fn row_address(row: &IceRow) -> Result<IceUri, String> {
+    IceUri::parse_address(&row.url).map_err(|e| match e {
+        jam::types::IceUriError::Empty => {
             "Enter a server address such as stun:stun.example.org:3478, or remove this row."
-                .to_owned(),
-        );
-    }
-    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("A server address cannot contain spaces.".to_owned());
-    }
-    let scheme = match s.split_once(':').map(|(sc, _)| sc.to_ascii_lowercase()) {
-        Some(sc) if sc == "stun" => "stun",
-        Some(sc) if sc == "turn" => "turn",
-        Some(sc) if sc == "turns" => "turns",
-        _ => {
-            return Err(
-                "The address must start with stun:, turn: or turns: (for example stun:stun.example.org:3478)."
-                    .to_owned(),
-            )
+                .to_owned()
         }
-    };
-    let rest = &s[scheme.len() + 1..];
-    if rest.starts_with("//") {
-        return Err(format!(
-            "Write the address without // after the colon (for example {scheme}:server.example.org:3478)."
-        ));
-    }
-    if rest.contains('@') {
-        return Err(
-            "Put the user name and password in their own fields, not in the address.".to_owned(),
-        );
-    }
-    if rest.contains('#') {
-        return Err("Leave out the part from # on.".to_owned());
-    }
-    let (hostport, query) = match rest.split_once('?') {
-        Some((h, q)) => (h, Some(q)),
-        None => (rest, None),
-    };
-    if let Some(q) = query {
-        if scheme == "stun" {
-            return Err(
-                "A STUN address takes no ?transport= part: STUN always uses UDP.".to_owned(),
-            );
-        }
-        let transport = q
-            .strip_prefix("transport=")
-            .map(str::to_ascii_lowercase)
-            .filter(|t| ["udp", "tcp", "tls"].contains(&t.as_str()));
-        match transport.as_deref() {
-            None => {
-                return Err(
-                    "The only option after ? is transport=udp, transport=tcp or transport=tls."
-                        .to_owned(),
-                )
-            }
-            Some("udp") if scheme == "turns" => return Err(
-                "turns: always runs over TLS on TCP: use transport=tcp or leave the option out."
-                    .to_owned(),
-            ),
-            Some(_) => {}
-        }
-    }
-    check_host_port(scheme, hostport)?;
-    // The engine's own parser must agree, or the jam would refuse the row.
-    parse_ice_uri(s).map_err(|e| format!("This address cannot be used: {e}."))?;
-    Ok(IceUrlParts { scheme })
+        other => other.to_string(),
+    })
 }
 
-fn check_host_port(scheme: &str, hostport: &str) -> Result<(), String> {
-    let port_message = "The port after the last : must be a number from 1 to 65535.";
-    let no_host = || format!("Put the server's name or IP address after {scheme}:.");
-    let (host, port) = if let Some(inner) = hostport.strip_prefix('[') {
-        let Some((v6, after)) = inner.split_once(']') else {
-            return Err("An IPv6 address needs its closing ].".to_owned());
-        };
-        if v6.is_empty()
-            || !v6
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-        {
-            return Err("This is not an IPv6 address.".to_owned());
-        }
-        match after {
-            "" => (v6, None),
-            _ => match after.strip_prefix(':') {
-                Some(p) => (v6, Some(p)),
-                None => return Err(port_message.to_owned()),
-            },
-        }
-    } else {
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (hostport, None),
-        };
-        if host.contains(':') {
-            return Err(format!(
-                "Put an IPv6 address in square brackets, for example {scheme}:[2001:db8::1]:3478."
-            ));
-        }
-        if host.is_empty() {
-            return Err(no_host());
-        }
-        if !host
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_'))
-            || host.starts_with(['.', '-'])
-        {
-            return Err(
-                "A server name can only contain letters, digits, dots and dashes.".to_owned(),
-            );
-        }
-        (host, port)
-    };
-    if host.is_empty() {
-        return Err(no_host());
+/// The row as a parsed server: its address with the row's credentials
+/// (TURN), or none (STUN).
+fn row_server(row: &IceRow) -> Result<IceUri, String> {
+    let address = row_address(row)?;
+    if address.scheme() == IceScheme::Stun {
+        return Ok(address);
     }
-    if let Some(p) = port {
-        match p.parse::<u16>() {
-            Ok(n) if n > 0 && p.chars().all(|c| c.is_ascii_digit()) => {}
-            _ => return Err(port_message.to_owned()),
-        }
-    }
-    Ok(())
+    let user = row.username.trim();
+    let pass = row.credential.as_str();
+    Ok(address.with_credentials(
+        (!user.is_empty() || !pass.is_empty()).then(|| user.to_owned()),
+        (!pass.is_empty()).then(|| pass.to_owned()),
+    ))
 }
 
 /// The rows as the engine's ICE servers, skipping fully blank rows. The
@@ -632,14 +477,11 @@ pub fn ice_rows_to_servers(rows: &[IceRow]) -> Result<Vec<IceServer>, FieldError
         if let Some(e) = check_ice_row(i, row).into_iter().next() {
             return Err(e);
         }
-        let url = row.url.trim();
-        let mut server = parse_ice_uri(url)
-            .map_err(|e| FieldError::new(format!("iceServers[{i}].url"), e.to_string()))?;
-        let is_stun = url.to_ascii_lowercase().starts_with("stun:");
-        if is_stun {
-            server.username = None;
-            server.credential = None;
-        } else {
+        let server = row_server(row)
+            .map_err(|message| FieldError::new(format!("iceServers[{i}].url"), message))?;
+        let mut server = IceServer::from(&server);
+        if server.username.is_some() || server.credential.is_some() {
+            // A TURN row always hands both over (validated non-empty).
             server.username = Some(row.username.trim().to_owned());
             server.credential = Some(row.credential.clone());
         }
@@ -648,47 +490,21 @@ pub fn ice_rows_to_servers(rows: &[IceRow]) -> Result<Vec<IceServer>, FieldError
     Ok(servers)
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters, so a
-/// user name or password survives MidiEditor's `user:pass@host` syntax
-/// whatever it holds (`:`, `@`, `%`, `?`, `#`, `/`, spaces, line breaks,
-/// non-ASCII as UTF-8 bytes).
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The rows in MidiEditor's `Collab/lan/iceServers` syntax: one URI a
 /// line, TURN credentials inline and percent-encoded
 /// (`turn:us%3Aer:p%40ss@host:3478?transport=tcp`). Fully blank rows are
 /// skipped; an empty list gives an empty string (which MidiEditor reads
 /// as "use my 10 Google STUN servers"; see `midieditor::ice_value`).
-/// The rows are expected to be valid; an invalid one is written as it is
-/// rather than dropped silently.
+/// The rows are expected to be valid; of an invalid one the address is
+/// written as typed rather than the line dropped silently.
 pub fn export_midieditor_ice(rows: &[IceRow]) -> String {
     let mut lines = Vec::new();
     for row in rows.iter().filter(|r| !row_is_blank(r)) {
-        let url = row.url.trim();
-        let user = row.username.trim();
-        let pass = row.credential.as_str();
-        if user.is_empty() && pass.is_empty() {
-            lines.push(url.to_owned());
-            continue;
-        }
-        let mut creds = percent_encode(user);
-        if !pass.is_empty() {
-            creds.push(':');
-            creds.push_str(&percent_encode(pass));
-        }
-        match url.split_once(':') {
-            Some((scheme, rest)) => lines.push(format!("{scheme}:{creds}@{rest}")),
-            None => lines.push(format!("{creds}@{url}")),
+        match row_server(row) {
+            Ok(server) => lines.push(server.to_string()),
+            // Not expected (rows are validated before they are saved); the
+            // address is kept, as typed, rather than the line dropped.
+            Err(_) => lines.push(row.url.trim().to_owned()),
         }
     }
     lines.join("\n")
@@ -707,32 +523,19 @@ pub fn import_midieditor_ice(text: &str) -> Result<Vec<IceRow>, FieldError> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let parsed = parse_ice_uri(line).map_err(|e| {
+        let parsed = IceUri::parse(line).map_err(|e| {
             FieldError::new(
                 "iceServers",
                 format!(
-                    "Line {} cannot be used: {e}. Each line must look like stun:host:port or turn:user:password@host:port.",
+                    "Line {} cannot be used: {e} Each line must look like stun:host:port or turn:user:password@host:port.",
                     n + 1
                 ),
             )
         })?;
-        let (scheme, rest) = match line.split_once(':') {
-            Some((sc, rest))
-                if ["stun", "turn", "turns"].contains(&sc.to_ascii_lowercase().as_str()) =>
-            {
-                (sc, rest)
-            }
-            _ => ("stun", line),
-        };
-        let rest = rest.strip_prefix("//").unwrap_or(rest);
-        let hostpart = match rest.rsplit_once('@') {
-            Some((_, h)) => h,
-            None => rest,
-        };
         rows.push(IceRow {
-            url: format!("{scheme}:{hostpart}"),
-            username: parsed.username.unwrap_or_default(),
-            credential: parsed.credential.unwrap_or_default(),
+            url: parsed.address(),
+            username: parsed.username().unwrap_or_default().to_owned(),
+            credential: parsed.credential().unwrap_or_default().to_owned(),
         });
     }
     Ok(rows)
@@ -1295,11 +1098,11 @@ mod tests {
         );
         assert_eq!(export_midieditor_ice(&[]), "");
         // MidiEditor's grammar (our engine's parser) reads it back right.
-        let parsed = jam::ice::parse_ice_list(&text).unwrap();
-        assert_eq!(parsed[1].username.as_deref(), Some("us:er"));
-        assert_eq!(parsed[1].credential.as_deref(), Some("p@ss"));
-        assert_eq!(parsed[2].username.as_deref(), Some("a b%"));
-        assert_eq!(parsed[2].credential.as_deref(), Some("日"));
+        let parsed = IceUri::parse_list(&text).unwrap();
+        assert_eq!(parsed[1].username(), Some("us:er"));
+        assert_eq!(parsed[1].credential(), Some("p@ss"));
+        assert_eq!(parsed[2].username(), Some("a b%"));
+        assert_eq!(parsed[2].credential(), Some("日"));
     }
 
     #[test]

@@ -68,7 +68,8 @@ async fn released(synth: &MemoryOutput, key: u8, limit: Duration, what: &str) {
 async fn join(ana: &Musician, bea: &Musician) -> (jam::joiner::Joiner, JoinedMidi) {
     let v = wait_view(&ana.jam, "Ana's code", |v| v.code.is_some()).await;
     wait_view(&bea.jam, "Bea's own jam", |v| v.code.is_some()).await;
-    let mut cfg = jam::joiner::JoinConfig::new(v.urls[0].clone(), v.code.clone(), "Bea");
+    let mut cfg =
+        jam::joiner::JoinConfig::new(v.urls[0].parse().expect("url"), v.code.clone(), "Bea");
     cfg.rtc.bind_ips = vec![LOOPBACK];
     let (joiner, _events) = jam::joiner::Joiner::start(cfg);
     let midi = JoinedMidi::start(&joiner);

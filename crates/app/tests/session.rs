@@ -165,7 +165,8 @@ async fn the_chosen_midi_ports_play_to_peers_and_sound_what_peers_play() {
     let _daw_listen = system.open_input(&jam_out.id, daw_cb).unwrap();
     let mut daw_play = system.open_output(&jam_in.id).unwrap();
 
-    let mut cfg = jam::joiner::JoinConfig::new(v.urls[0].clone(), v.code.clone(), "Remote");
+    let mut cfg =
+        jam::joiner::JoinConfig::new(v.urls[0].parse().expect("url"), v.code.clone(), "Remote");
     cfg.rtc.bind_ips = vec![LOOPBACK];
     cfg.midi = jam::joiner::MidiChannel::InOffer;
     let (joiner, _events) = jam::joiner::Joiner::join(cfg).await.expect("joined");
@@ -292,7 +293,8 @@ async fn next_played(
 
 /// A joiner with the `midi` channel open on `v`'s jam.
 async fn midi_joiner(v: &JamView) -> jam::joiner::Joiner {
-    let mut cfg = jam::joiner::JoinConfig::new(v.urls[0].clone(), v.code.clone(), "Remote");
+    let mut cfg =
+        jam::joiner::JoinConfig::new(v.urls[0].parse().expect("url"), v.code.clone(), "Remote");
     cfg.rtc.bind_ips = vec![LOOPBACK];
     let (joiner, _events) = jam::joiner::Joiner::join(cfg).await.expect("joined");
     until(
@@ -437,8 +439,11 @@ async fn join_many(
     n: usize,
 ) -> Vec<Result<jam::joiner::Joiner, jam::joiner::JoinError>> {
     let joins = (0..n).map(|k| {
-        let mut cfg =
-            jam::joiner::JoinConfig::new(v.urls[0].clone(), v.code.clone(), format!("Player {k}"));
+        let mut cfg = jam::joiner::JoinConfig::new(
+            v.urls[0].parse().expect("url"),
+            v.code.clone(),
+            format!("Player {k}"),
+        );
         cfg.rtc.bind_ips = vec![LOOPBACK];
         cfg.midi = jam::joiner::MidiChannel::Off;
         async move { jam::joiner::Joiner::join(cfg).await.map(|(j, _)| j) }

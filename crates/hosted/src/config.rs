@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jam::rtc::{IceServer, RtcConfig};
+use jam::types::RendezvousUrl;
 use serde::Serialize;
 
 /// How many ports after the configured one the desktop app tries when it is
@@ -28,8 +29,9 @@ pub enum RendezvousChoice {
         port: u16,
         port_attempts: u16,
     },
-    /// A rendezvous elsewhere, by its base URL (`http://10.0.0.2:8787`).
-    Remote(String),
+    /// A rendezvous elsewhere, by its base URL (`http://10.0.0.2:8787`),
+    /// parsed once where it was typed.
+    Remote(RendezvousUrl),
 }
 
 impl RendezvousChoice {
@@ -37,8 +39,8 @@ impl RendezvousChoice {
         matches!(self, RendezvousChoice::Bundled { .. })
     }
 
-    /// The same rendezvous as `other`: a remote URL compared without
-    /// surrounding blanks or a trailing `/`, and the bundled one without
+    /// The same rendezvous as `other`: a remote URL compared in its parsed
+    /// form (blanks and a trailing `/` are gone), and the bundled one without
     /// `port_attempts` (trying more ports does not move a running jam).
     fn same_place(&self, other: &RendezvousChoice) -> bool {
         match (self, other) {
@@ -48,17 +50,10 @@ impl RendezvousChoice {
                     bind: b2, port: p2, ..
                 },
             ) => bind == b2 && port == p2,
-            (RendezvousChoice::Remote(a), RendezvousChoice::Remote(b)) => {
-                remote_base(a) == remote_base(b)
-            }
+            (RendezvousChoice::Remote(a), RendezvousChoice::Remote(b)) => a == b,
             _ => false,
         }
     }
-}
-
-/// A remote rendezvous URL as the host uses it and shares it.
-pub(crate) fn remote_base(url: &str) -> &str {
-    url.trim().trim_end_matches('/')
 }
 
 /// This computer's MIDI ports in the jam: a MIDI system (midir, chosen by
@@ -301,12 +296,12 @@ mod tests {
         assert!(i.describe().unwrap().contains("new code"));
 
         let remote = HostedConfig {
-            rendezvous: RendezvousChoice::Remote("http://10.0.0.2:8787/ ".into()),
+            rendezvous: RendezvousChoice::Remote("http://10.0.0.2:8787/ ".parse().unwrap()),
             ..a.clone()
         };
         assert!(Impact::between(&a, &remote).rendezvous);
         let same_remote = HostedConfig {
-            rendezvous: RendezvousChoice::Remote("http://10.0.0.2:8787".into()),
+            rendezvous: RendezvousChoice::Remote("http://10.0.0.2:8787".parse().unwrap()),
             ..a.clone()
         };
         assert!(Impact::between(&remote, &same_remote).is_none());

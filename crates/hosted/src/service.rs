@@ -15,7 +15,7 @@ use rdv::table::TableLimits;
 use rdv::{Config, Rendezvous, RunningServer};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::config::{remote_base, HostedConfig, Impact, RendezvousChoice};
+use crate::config::{HostedConfig, Impact, RendezvousChoice};
 use crate::local_midi::{self, JamPorts, LocalMidi};
 use crate::view::{join_link, qr_svg, HostedEvent, HostedView, Level, Notice, PeerMidiView, Phase};
 
@@ -481,13 +481,13 @@ impl Supervisor {
                     .rdv
                     .set_max_peers(rendezvous_slots(self.cfg.peer_limit()));
                 (
-                    Target::Bundled(server.rdv.clone()),
+                    Target::bundled(server.rdv.clone()),
                     jam::net::share_urls(server.addr, ""),
                 )
             }
             RendezvousChoice::Remote(url) => {
-                let base = remote_base(&url).to_owned();
-                (Target::Remote(base.clone()), vec![base])
+                let base = url.to_string();
+                (Target::Remote(url), vec![base])
             }
         };
         let cfg = HostConfig {
@@ -520,7 +520,7 @@ impl Supervisor {
             Err(e) => {
                 let where_ = match &self.cfg.rendezvous {
                     RendezvousChoice::Bundled { .. } => "the bundled rendezvous".to_owned(),
-                    RendezvousChoice::Remote(url) => remote_base(url).to_owned(),
+                    RendezvousChoice::Remote(url) => url.to_string(),
                 };
                 self.failed(format!("Cannot host at {where_}: {e}."));
             }

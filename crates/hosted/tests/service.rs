@@ -75,7 +75,7 @@ async fn wait_event(
 }
 
 fn join_config(v: &HostedView, name: &str) -> JoinConfig {
-    let mut cfg = JoinConfig::new(v.urls[0].clone(), v.code.clone(), name);
+    let mut cfg = JoinConfig::new(v.urls[0].parse().expect("url"), v.code.clone(), name);
     cfg.rtc.bind_ips = vec![LOOPBACK];
     cfg.midi = MidiChannel::Off;
     cfg

@@ -3,7 +3,7 @@
 //! `cargo bench -p jam --bench join_latency` prints a table; it asserts
 //! nothing. Everything stays on 127.0.0.1: a bundled rendezvous
 //! (`RunningServer` on 127.0.0.1:0), a [`Host`] registered on it in process
-//! (`Target::Bundled`), and webrtc-rs 0.21.1 offerers playing MidiEditor
+//! (`Target::bundled`), and webrtc-rs 0.21.1 offerers playing MidiEditor
 //! joiners (127.0.0.1 only, no ICE servers, no mDNS).
 //!
 //! Per join, with `t0` taken just before the joiner's
@@ -536,7 +536,7 @@ async fn start_host() -> Hosted {
             bind_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             resolve_mdns: false,
         },
-        target: Target::Bundled(server.rdv.clone()),
+        target: Target::bundled(server.rdv.clone()),
         share_urls: vec![server.url()],
     })
     .await

@@ -196,7 +196,7 @@ async fn start_host(name: String, advertise: bool) -> Hosting {
         session_id: "bench".into(),
         max_peers: 8,
         rtc: rtc(IP_A),
-        target: Target::Bundled(server.rdv.clone()),
+        target: Target::bundled(server.rdv.clone()),
         share_urls: vec![url.clone()],
     })
     .await
@@ -341,7 +341,7 @@ fn main() {
         let (elapsed, marks) = b.run(move || async move {
             let cfg = JoinConfig {
                 rtc: rtc(IP_B),
-                ..JoinConfig::new(url, Some(code), format!("joiner {i}"))
+                ..JoinConfig::new(url.parse().expect("url"), Some(code), format!("joiner {i}"))
             };
             let t0 = Instant::now();
             let (joiner, mut events) = Joiner::join(cfg).await.expect("joins");

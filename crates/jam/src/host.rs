@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rdv::Millis;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use types::Millis;
 
 use crate::protocol::{Action, ClientKind, Jam, JamConfig, LeaveReason, PeerEvent, PeerId};
 use crate::registry::{Registry, RegistryEvent};
@@ -202,7 +202,7 @@ impl Host {
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
         let (events, first_rx) = broadcast::channel(1024);
         let _ = events.send(HostEvent::Hosting {
-            code: session.code.clone(),
+            code: session.code.to_string(),
             urls: cfg.share_urls.clone(),
             renewed: false,
         });
@@ -335,19 +335,7 @@ impl HostControl {
 
 /// A random RFC 4122 version-4 UUID, the form MidiEditor uses for machineId.
 pub fn new_machine_id() -> String {
-    let mut b = [0u8; 16];
-    let _ = getrandom::fill(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    uuid::Uuid::new_v4().to_string()
 }
 
 static NEXT_PEER: AtomicU64 = AtomicU64::new(1);
@@ -414,7 +402,7 @@ async fn signalling_loop(
                     Ok(s) => {
                         seen.clear();
                         let _ = events.send(HostEvent::Hosting {
-                            code: s.code.clone(),
+                            code: s.code.to_string(),
                             urls: cfg.share_urls.clone(),
                             renewed: true,
                         });
@@ -826,5 +814,5 @@ impl Engine {
 }
 
 fn wall_ms() -> u64 {
-    rdv::Clock::wall_ms(&rdv::SystemClock::new())
+    types::wall_ms()
 }

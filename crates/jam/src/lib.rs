@@ -5,7 +5,10 @@
 //!   (hello / sessionWelcome / heartbeat / ghosts / chat / ping).
 //! - [`registry`]: the peer list and the events it emits.
 //! - [`rtc`]: webrtc-rs glue: answer one offer with one PeerConnection.
-//! - [`signal`]: reaching the rendezvous, in process or over HTTP.
+//! - [`rendezvous`]: the one HTTP client of a v3 rendezvous (host, joiner
+//!   and connection test all use it).
+//! - [`signal`]: reaching the rendezvous as a host, in process (through
+//!   [`types::InProcessRendezvous`]) or over HTTP.
 //! - [`host`]: ties them together into a running host.
 //! - [`offer`]: the joiner's side of WebRTC (the connection test's offerer).
 //! - [`joiner`]: the app as a joiner: join a jam hosted by MidiEditor or by
@@ -17,17 +20,20 @@
 pub mod check;
 pub mod framing;
 pub mod host;
-pub mod ice;
 pub mod joiner;
 pub mod net;
 pub mod offer;
 pub mod protocol;
 pub mod registry;
+pub mod rendezvous;
 pub mod roster;
 pub mod rtc;
 pub mod signal;
 /// The MIDI crate the host relays with (frames, router, ports), re-exported
 /// so users of the jam need no second dependency to speak the `midi` channel.
 pub use midi;
+/// The typed boundary values (code, rendezvous URL, ICE server, time),
+/// re-exported so users of the jam need no second dependency.
+pub use types;
 #[cfg(test)]
 mod test_rng;

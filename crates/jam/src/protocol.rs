@@ -27,9 +27,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use rdv::Millis;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use types::Millis;
 
 use crate::framing::{self, Frame, FrameError};
 

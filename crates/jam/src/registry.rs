@@ -18,8 +18,8 @@
 
 use std::time::Duration;
 
-use rdv::Millis;
 use serde::{Serialize, Serializer};
+use types::Millis;
 
 use crate::protocol::{ClientKind, Hello, JamConfig, LeaveReason, PeerEvent, PeerId};
 

@@ -251,7 +251,7 @@ mod tests {
     use crate::framing::decode;
     use crate::protocol::LeaveReason;
     use crate::registry::Route;
-    use rdv::Millis;
+    use types::Millis;
 
     fn entry(id: u64, name: &str, client: ClientKind, state: PeerState) -> PeerEntry {
         PeerEntry {

@@ -173,6 +173,25 @@ impl fmt::Debug for IceServer {
     }
 }
 
+/// The WebRTC form of a parsed STUN/TURN entry: its URL with the default
+/// port filled in, and its credentials (a STUN server has none).
+impl From<&types::IceServer> for IceServer {
+    fn from(server: &types::IceServer) -> Self {
+        let turn = server.scheme().is_turn();
+        IceServer {
+            urls: vec![server.url()],
+            username: server.username().filter(|_| turn).map(str::to_owned),
+            credential: server.credential().filter(|_| turn).map(str::to_owned),
+        }
+    }
+}
+
+impl From<types::IceServer> for IceServer {
+    fn from(server: types::IceServer) -> Self {
+        IceServer::from(&server)
+    }
+}
+
 /// How [`answer_offer`] builds a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtcConfig {

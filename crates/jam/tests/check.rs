@@ -163,7 +163,7 @@ async fn a_check_never_disturbs_a_jam_hosted_on_the_same_rendezvous() {
             resolve_mdns: false,
             ..RtcConfig::default()
         },
-        target: Target::Bundled(server.rdv.clone()),
+        target: Target::bundled(server.rdv.clone()),
         share_urls: vec![server.url()],
     })
     .await

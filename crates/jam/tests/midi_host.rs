@@ -96,7 +96,7 @@ async fn the_host_relays_mutes_panics_and_releases_over_webrtc() {
         session_id: "s".into(),
         max_peers: 8,
         rtc: loopback(),
-        target: Target::Bundled(server.rdv.clone()),
+        target: Target::bundled(server.rdv.clone()),
         share_urls: vec![base.clone()],
     })
     .await

@@ -768,11 +768,14 @@ async fn unreachable_stun_and_turn_servers_cost_a_joiner_at_most_the_gathering_c
     let cap = Duration::from_millis(600);
     let cfg = RtcConfig {
         ice_servers: vec![
-            jam::ice::parse_ice_uri(&format!("stun:127.0.0.1:{stun_port}")).unwrap(),
-            jam::ice::parse_ice_uri(&format!(
-                "turn:user:pass@127.0.0.1:{turn_port}?transport=udp"
-            ))
-            .unwrap(),
+            format!("stun:127.0.0.1:{stun_port}")
+                .parse::<jam::types::IceServer>()
+                .unwrap()
+                .into(),
+            format!("turn:user:pass@127.0.0.1:{turn_port}?transport=udp")
+                .parse::<jam::types::IceServer>()
+                .unwrap()
+                .into(),
         ],
         gather_timeout: cap,
         ..loopback_config()

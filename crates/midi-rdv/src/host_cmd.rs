@@ -24,8 +24,10 @@ pub struct HostArgs {
     #[arg(long, env = "MIDI_RDV_PORT", default_value_t = 8787)]
     pub port: u16,
     /// Use this rendezvous instead of the bundled one (e.g. http://10.0.0.2:8787).
+    /// Checked as the one rendezvous-URL type checks it (http:// or
+    /// https://, a host, no ?query).
     #[arg(long, env = "MIDI_RDV_RENDEZVOUS_URL")]
-    pub rendezvous_url: Option<String>,
+    pub rendezvous_url: Option<jam::types::RendezvousUrl>,
     /// Your name as joiners see it.
     #[arg(long, env = "MIDI_RDV_NAME", default_value = "Jam host")]
     pub name: String,
@@ -76,7 +78,9 @@ pub struct HostArgs {
 }
 
 fn parse_ice(s: &str) -> Result<jam::rtc::IceServer, String> {
-    jam::ice::parse_ice_uri(s).map_err(|e| e.to_string())
+    s.parse::<jam::types::IceServer>()
+        .map(Into::into)
+        .map_err(|e| e.to_string())
 }
 
 /// Prints one event: a JSON line, or a line of text for people.
@@ -127,15 +131,7 @@ fn print(json: bool, e: &HostEvent) {
 /// start is final.
 fn config(args: &HostArgs) -> Result<HostedConfig, String> {
     let rendezvous = match &args.rendezvous_url {
-        Some(url) => {
-            let u = url.trim();
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(format!(
-                    "--rendezvous-url {u:?} must start with http:// or https://"
-                ));
-            }
-            RendezvousChoice::Remote(u.to_owned())
-        }
+        Some(url) => RendezvousChoice::Remote(url.clone()),
         None => RendezvousChoice::Bundled {
             bind: args.bind,
             port: args.port,

@@ -109,7 +109,9 @@ pub struct JoinArgs {
 }
 
 fn parse_ice(s: &str) -> Result<jam::rtc::IceServer, String> {
-    jam::ice::parse_ice_uri(s).map_err(|e| e.to_string())
+    s.parse::<jam::types::IceServer>()
+        .map(Into::into)
+        .map_err(|e| e.to_string())
 }
 
 /// Bytes given in hex on the command line.
@@ -196,7 +198,9 @@ fn event_text(e: &JoinEvent) -> String {
 }
 
 /// Finds the jam on the LAN: `(url, code)`.
-async fn browse(args: &JoinArgs) -> Result<(String, Option<String>), (u8, String)> {
+async fn browse(
+    args: &JoinArgs,
+) -> Result<(jam::types::RendezvousUrl, Option<String>), (u8, String)> {
     let want_url = match &args.url {
         Some(u) => Some(jam::joiner::parse_address(u).map_err(|e| (EXIT_USAGE, e.message))?),
         None => None,

@@ -109,7 +109,7 @@ async fn host_with_max_peers_10_takes_ten_joiners() {
     let tasks: Vec<_> = (0..10)
         .map(|k| {
             let mut cfg = jam::joiner::JoinConfig::new(
-                url.clone(),
+                url.parse().expect("a rendezvous URL"),
                 Some(code.clone()),
                 format!("Player {k}"),
             );

@@ -8,19 +8,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-/// A point on a monotonic clock, in milliseconds from an arbitrary origin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Millis(pub u64);
-
-impl Millis {
-    /// `self + d`, saturating rather than wrapping on absurd durations.
-    pub fn after(self, d: Duration) -> Millis {
-        let add = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        Millis(self.0.saturating_add(add))
-    }
-}
+pub use types::Millis;
 
 /// Source of time for the rendezvous.
 pub trait Clock: Send + Sync + 'static {
@@ -56,10 +46,7 @@ impl Clock for SystemClock {
     }
 
     fn wall_ms(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0)
+        types::wall_ms()
     }
 }
 

@@ -1,75 +1,25 @@
 //! Pairing codes, joinerIds, host tokens, and the randomness behind them.
+//! The [`Code`] type itself lives in the `types` crate (the jam engine
+//! parses codes too); this is where codes are drawn.
 
-use std::fmt;
+pub use types::{is_valid_joiner_id, Code, ALPHABET};
 
-/// The 31 code symbols: A-Z and 2-9 without I, L, O (and 0, 1), so a code
-/// read aloud or off a screen is never ambiguous.
-pub const ALPHABET: &[u8; 31] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
-
-/// A 4-character pairing code. Only ever built from [`ALPHABET`] by
-/// [`Code::random`], or parsed from a URL with [`Code::parse_route`].
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Code([u8; 4]);
-
-impl Code {
-    /// Draws a uniformly random code. Rejection sampling keeps every symbol
-    /// equally likely: 248 is the largest multiple of 31 that fits a byte.
-    pub fn random(entropy: &mut dyn Entropy) -> Code {
-        let mut out = [0u8; 4];
-        let mut filled = 0;
-        let mut buf = [0u8; 16];
-        while filled < 4 {
-            entropy.fill(&mut buf);
-            for &b in &buf {
-                if b < 248 && filled < 4 {
-                    out[filled] = ALPHABET[usize::from(b % 31)];
-                    filled += 1;
-                }
+/// Draws a uniformly random code. Rejection sampling keeps every symbol
+/// equally likely: 248 is the largest multiple of 31 that fits a byte.
+pub fn random_code(entropy: &mut dyn Entropy) -> Code {
+    let mut out = [0u8; 4];
+    let mut filled = 0;
+    let mut buf = [0u8; 16];
+    while filled < 4 {
+        entropy.fill(&mut buf);
+        for &b in &buf {
+            if b < 248 && filled < 4 {
+                out[filled] = b % 31;
+                filled += 1;
             }
         }
-        Code(out)
     }
-
-    /// Accepts what the v3 routes accept: exactly four of `[A-Z0-9]`. That is
-    /// wider than the alphabet on purpose (an `O` or a `1` is a valid route
-    /// that simply finds no session) and case-sensitive on purpose (a
-    /// lowercase code is not a code route at all and gets the generic 404).
-    pub fn parse_route(s: &str) -> Option<Code> {
-        let b = s.as_bytes();
-        if b.len() == 4
-            && b.iter()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-        {
-            Some(Code([b[0], b[1], b[2], b[3]]))
-        } else {
-            None
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        // Only ever built from ASCII bytes, so this cannot fail.
-        std::str::from_utf8(&self.0).unwrap_or("????")
-    }
-}
-
-impl fmt::Display for Code {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Codes are deliberately redacted in `Debug` so a stray `{:?}` in a log line
-/// cannot leak a live pairing code.
-impl fmt::Debug for Code {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Code(****)")
-    }
-}
-
-/// `^[A-Za-z0-9-]{8,64}$`, the joinerId rule shared by the body check and the
-/// answer-poll route.
-pub fn is_valid_joiner_id(s: &str) -> bool {
-    (8..=64).contains(&s.len()) && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+    Code::from_symbols(out)
 }
 
 /// A source of unpredictable bytes. Production uses the operating system's
@@ -131,7 +81,7 @@ mod tests {
     fn random_codes_use_only_the_alphabet() {
         let mut e = OsEntropy;
         for _ in 0..2000 {
-            let c = Code::random(&mut e);
+            let c = random_code(&mut e);
             assert!(c.as_str().bytes().all(|b| ALPHABET.contains(&b)));
         }
     }
@@ -140,27 +90,7 @@ mod tests {
     fn bytes_at_or_above_248_are_rejected_not_folded() {
         // 248..=255 would bias the first 8 symbols if folded with `% 31`.
         let mut e = Scripted(vec![250, 255, 248, 0, 30, 249, 31, 1], 0);
-        assert_eq!(Code::random(&mut e).as_str(), "A9AB");
-    }
-
-    #[test]
-    fn route_codes_are_four_uppercase_or_digits() {
-        assert!(Code::parse_route("M7P3").is_some());
-        assert!(Code::parse_route("O0I1").is_some());
-        assert!(Code::parse_route("m7p3").is_none());
-        assert!(Code::parse_route("M7P").is_none());
-        assert!(Code::parse_route("M7P33").is_none());
-        assert!(Code::parse_route("M7-3").is_none());
-    }
-
-    #[test]
-    fn joiner_id_rule() {
-        assert!(is_valid_joiner_id("abcdEFGH"));
-        assert!(is_valid_joiner_id(&"a-".repeat(32)));
-        assert!(!is_valid_joiner_id("abcdEFG"));
-        assert!(!is_valid_joiner_id(&"a".repeat(65)));
-        assert!(!is_valid_joiner_id("abcd_EFGH"));
-        assert!(!is_valid_joiner_id("abcdéFGH"));
+        assert_eq!(random_code(&mut e).as_str(), "A9AB");
     }
 
     #[test]
@@ -171,11 +101,5 @@ mod tests {
         assert_eq!(a.len(), 64);
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
-    }
-
-    #[test]
-    fn debug_never_shows_the_code() {
-        let c = Code::parse_route("M7P3").unwrap();
-        assert!(!format!("{c:?}").contains("M7P3"));
     }
 }

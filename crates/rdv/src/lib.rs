@@ -16,6 +16,7 @@ pub mod clock;
 pub mod code;
 pub mod conn;
 pub mod guard;
+mod in_process;
 pub mod metrics;
 pub mod server;
 pub mod table;

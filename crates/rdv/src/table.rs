@@ -300,7 +300,7 @@ impl Table {
         // full, and then refusing is the right answer.
         let mut code = None;
         for _ in 0..64 {
-            let c = Code::random(entropy);
+            let c = crate::code::random_code(entropy);
             if self.live(now, c).is_none() {
                 code = Some(c);
                 break;

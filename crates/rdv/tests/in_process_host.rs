@@ -143,3 +143,49 @@ async fn in_process_display_names_follow_the_wire_rules() {
     assert_eq!(r.json["sessionId"], "");
     server.stop().await.unwrap();
 }
+
+/// The jam engine sees the bundled rendezvous only through
+/// `types::InProcessRendezvous`: the same session, seen through the trait,
+/// with the table's refusals turned into "gone" or words.
+#[tokio::test]
+async fn the_host_trait_reaches_the_same_table() {
+    use std::sync::Arc;
+    use types::{HostError, InProcessRendezvous};
+
+    let server = common::start(Config::default()).await;
+    let host: Arc<dyn InProcessRendezvous> = Arc::new(server.rdv.clone());
+    let s = host.host_open("sess", "Host", true).unwrap();
+    let (code, token) = (s.code, s.host_token.clone());
+    let c = client();
+    let base = server.url();
+    let r = post(
+        &c,
+        &format!("{base}/code/{code}/joiner-offer"),
+        json!({"joinerId": "joiner-0001", "sdp": fake_sdp("a")}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let offers = host
+        .host_next_offers(code, &token, &HashSet::new(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(offers.len(), 1);
+    assert_eq!(offers[0].joiner_id, "joiner-0001");
+    host.host_answer(code, &token, "joiner-0001", "v=0 answer".into())
+        .unwrap();
+    assert!(matches!(
+        host.host_answer(code, &token, "joiner-0001", "v=0 again".into()),
+        Err(HostError::Refused(_))
+    ));
+    let r = get(&c, &format!("{base}/code/{code}/host-answer/joiner-0001")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(host.host_release(code, &token, "joiner-0001"), Ok(true));
+    host.host_close(code, &token).unwrap();
+    assert_eq!(
+        host.host_next_offers(code, &token, &HashSet::new(), Duration::ZERO)
+            .await,
+        Err(HostError::SessionGone)
+    );
+    assert_eq!(host.host_close(code, &token), Err(HostError::SessionGone));
+    server.stop().await.unwrap();
+}

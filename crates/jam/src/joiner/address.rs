@@ -7,9 +7,12 @@
 //! scheme and the bundled rendezvous's usual port. A full URL is taken as
 //! typed (its port included), because whoever typed a scheme meant a server.
 //!
-//! Pure functions: tested without any network.
+//! Either way the result is a [`RendezvousUrl`], checked by its one
+//! parser. Pure functions: tested without any network.
 
 use std::net::IpAddr;
+
+use types::RendezvousUrl;
 
 /// The port the bundled rendezvous listens on unless told otherwise (the
 /// app's and `midi-rdv host`'s default), assumed when an address has none.
@@ -36,14 +39,14 @@ fn bad(input: &str, why: &str) -> AddressError {
     }
 }
 
-/// A typed address as a rendezvous base URL without a trailing `/`:
+/// A typed address as a rendezvous base URL:
 ///
 /// - `10.0.0.5` → `http://10.0.0.5:8787`
 /// - `10.0.0.5:9000` → `http://10.0.0.5:9000`
 /// - `studio.local:9000/rdv/` → `http://studio.local:9000/rdv`
 /// - `fe80::1` or `[fe80::1]:9000` → `http://[fe80::1]:8787` / `...:9000`
 /// - `http://host:port/path`, `https://...` → as typed, trailing `/` removed
-pub fn parse_address(input: &str) -> Result<String, AddressError> {
+pub fn parse_address(input: &str) -> Result<RendezvousUrl, AddressError> {
     let s = input.trim();
     if s.is_empty() {
         return Err(bad(s, "The address is empty."));
@@ -64,21 +67,7 @@ pub fn parse_address(input: &str) -> Result<String, AddressError> {
     } else {
         with_default_port(s).map_err(|why| bad(s, &why))?
     };
-    let url = reqwest::Url::parse(&candidate)
-        .map_err(|e| bad(s, &format!("It is not a valid address ({e}).")))?;
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(bad(s, "It has no host name or IP address."));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad(s, "A rendezvous address has no ?query or #fragment."));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad(s, "A rendezvous address has no user name or password."));
-    }
-    if url.port() == Some(0) {
-        return Err(bad(s, "Port 0 is not a port anyone listens on."));
-    }
-    Ok(url.as_str().trim_end_matches('/').to_owned())
+    RendezvousUrl::parse(&candidate).map_err(|e| bad(s, &e.to_string()))
 }
 
 /// `host[:port][/path]` with `http://` in front and the default port filled
@@ -120,7 +109,7 @@ fn with_default_port(s: &str) -> Result<String, String> {
 /// (what people read and type); IPv6 only when there is no IPv4, and never a
 /// link-local one, which would need a zone id. `None` when no address is
 /// usable.
-pub fn url_for(addresses: &[IpAddr], port: u16, path: &str) -> Option<String> {
+pub fn url_for(addresses: &[IpAddr], port: u16, path: &str) -> Option<RendezvousUrl> {
     if port == 0 {
         return None;
     }
@@ -139,10 +128,12 @@ pub fn url_for(addresses: &[IpAddr], port: u16, path: &str) -> Option<String> {
     } else {
         format!("/{path}")
     };
-    Some(match ip {
+    let url = match ip {
         IpAddr::V4(v4) => format!("http://{v4}:{port}{path}"),
         IpAddr::V6(v6) => format!("http://[{v6}]:{port}{path}"),
-    })
+    };
+    // An advertised path with a `?`, spaces or the like is no base path.
+    RendezvousUrl::parse(&url).ok()
 }
 
 #[cfg(test)]
@@ -151,7 +142,11 @@ mod tests {
 
     #[test]
     fn bare_addresses_get_http_and_the_default_port() {
-        let ok = |s: &str| parse_address(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+        let ok = |s: &str| {
+            parse_address(s)
+                .unwrap_or_else(|e| panic!("{s}: {e}"))
+                .to_string()
+        };
         assert_eq!(ok("10.0.0.5"), "http://10.0.0.5:8787");
         assert_eq!(ok("  10.0.0.5 "), "http://10.0.0.5:8787");
         assert_eq!(ok("10.0.0.5:9000"), "http://10.0.0.5:9000");
@@ -165,7 +160,11 @@ mod tests {
 
     #[test]
     fn full_urls_are_kept_as_typed() {
-        let ok = |s: &str| parse_address(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+        let ok = |s: &str| {
+            parse_address(s)
+                .unwrap_or_else(|e| panic!("{s}: {e}"))
+                .to_string()
+        };
         assert_eq!(ok("http://host:8787"), "http://host:8787");
         assert_eq!(ok("http://host:8787/"), "http://host:8787");
         assert_eq!(ok("HTTP://Host:9/rdv/"), "http://host:9/rdv");
@@ -188,10 +187,10 @@ mod tests {
             ("/rdv", "no host"),
             ("[fe80::1", "closing ]"),
             ("fe80::zz", "IPv6"),
-            ("http://", "not a valid"),
-            ("http://host:8787/?x=1", "query"),
+            ("http://", "name or IP address"),
+            ("http://host:8787/?x=1", "?query"),
             ("http://user:pw@host", "user name"),
-            ("http://host:0", "Port 0"),
+            ("http://host:0", "1 to 65535"),
         ] {
             let e = parse_address(s).expect_err(s);
             assert!(e.message.contains(needle), "{s:?}: {}", e.message);
@@ -222,19 +221,25 @@ mod tests {
         let v6: IpAddr = "2001:db8::1".parse().unwrap();
         let ll: IpAddr = "fe80::1".parse().unwrap();
         assert_eq!(
-            url_for(&[v6, v4], 8787, "/").as_deref(),
+            url_for(&[v6, v4], 8787, "/")
+                .map(|u| u.to_string())
+                .as_deref(),
             Some("http://10.77.0.1:8787")
         );
         assert_eq!(
-            url_for(&[v4], 9000, "/rdv/").as_deref(),
+            url_for(&[v4], 9000, "/rdv/")
+                .map(|u| u.to_string())
+                .as_deref(),
             Some("http://10.77.0.1:9000/rdv")
         );
         assert_eq!(
-            url_for(&[v4], 9000, "rdv").as_deref(),
+            url_for(&[v4], 9000, "rdv")
+                .map(|u| u.to_string())
+                .as_deref(),
             Some("http://10.77.0.1:9000/rdv")
         );
         assert_eq!(
-            url_for(&[ll, v6], 1, "/").as_deref(),
+            url_for(&[ll, v6], 1, "/").map(|u| u.to_string()).as_deref(),
             Some("http://[2001:db8::1]:1")
         );
         assert_eq!(url_for(&[ll], 1, "/"), None);

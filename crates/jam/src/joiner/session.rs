@@ -26,8 +26,8 @@
 
 use std::time::Duration;
 
-use rdv::Millis;
 use serde_json::{json, Value};
+use types::Millis;
 
 use crate::framing::{self, Frame, FrameError};
 use crate::protocol::{MAX_ID_BYTES, MAX_NAME_CHARS};

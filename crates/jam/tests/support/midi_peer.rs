@@ -60,7 +60,7 @@ pub async fn start_host(name: &str) -> Hosted {
         session_id: "midi".into(),
         max_peers: 8,
         rtc: loopback(),
-        target: Target::Bundled(server.rdv.clone()),
+        target: Target::bundled(server.rdv.clone()),
         share_urls: vec![base.clone()],
     })
     .await

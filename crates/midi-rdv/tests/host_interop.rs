@@ -106,26 +106,26 @@ fn preflight() {
     }
 }
 
-#[path = "support/netns.rs"]
-mod netns;
-use netns::{send_signal, Namespaces};
+#[path = "support/cli.rs"]
+mod cli;
+use test_support::send_signal;
 
 // ------------------------------------------------------------ the namespace
 
 /// One namespace of our own (`lo` with 127.0.0.2), deleted on drop with
 /// every process still running in it.
-struct Netns(Namespaces);
+struct Netns(test_support::Netns);
 
 impl Netns {
     fn new() -> Netns {
         preflight();
-        Netns(Namespaces::lo("rdvt"))
+        Netns(test_support::Netns::with_loopback_alias("rdvt"))
     }
 
     /// `program args...` run inside the namespace, with no `MIDI_RDV_*`
     /// variable inherited.
     fn command(&self, program: &Path, args: &[&str]) -> Command {
-        Namespaces::command(self.0.a(), program, args)
+        cli::command(&self.0, program, args)
     }
 }
 

@@ -102,38 +102,31 @@ fn preflight() {
     );
 }
 
-#[path = "support/netns.rs"]
-mod netns;
-use netns::{send_signal as signal, Namespaces};
-
-/// Runs `ip args...`; panics with its stderr when it fails.
-fn ip(args: &[&str]) -> String {
-    netns::ip(args).unwrap_or_else(|e| panic!("{e}"))
-}
+#[path = "support/cli.rs"]
+mod cli;
+use test_support::{send_signal as signal, Netns, VethPair};
 
 /// Namespaces A (`vA`, 10.77.0.1) and B (`vB`, 10.77.0.2) joined by a veth
 /// pair, plus the routes the module docs explain. Dropping it kills
 /// whatever still runs in them and deletes both.
 struct TwoNamespaces {
-    a: String,
-    b: String,
-    _ns: Namespaces,
+    a: Netns,
+    b: Netns,
 }
 
 impl TwoNamespaces {
     fn new() -> TwoNamespaces {
         preflight();
-        let ns = Namespaces::pair("mdns");
-        let (a, b) = (ns.a().to_owned(), ns.b().to_owned());
+        let VethPair { a, b, .. } = VethPair::new("mdns");
         // See the module docs for why each route is needed.
-        ip(&["-n", &a, "route", "add", "224.0.0.0/4", "dev", "vA"]);
-        ip(&["-n", &b, "route", "add", "default", "via", HOST_IP]);
-        TwoNamespaces { a, b, _ns: ns }
+        a.route_multicast("vA");
+        b.ip(&["route", "add", "default", "via", HOST_IP]);
+        TwoNamespaces { a, b }
     }
 
     /// `program args...` inside namespace `ns`, no `MIDI_RDV_*` inherited.
-    fn command(ns: &str, program: &Path, args: &[&str]) -> Command {
-        Namespaces::command(ns, program, args)
+    fn command(ns: &Netns, program: &Path, args: &[&str]) -> Command {
+        cli::command(ns, program, args)
     }
 }
 

@@ -74,6 +74,10 @@ impl JamPorts for Ports {
     }
 }
 
+/// Where the bridge reads the wall clock: µs since the UNIX epoch
+/// ([`midi::wall_us`] in the app; a test may step it).
+pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// The bridge between the local ports and a joined jam.
 pub struct JoinedMidi {
     ports: Arc<Ports>,
@@ -86,6 +90,11 @@ impl JoinedMidi {
     /// Starts the bridge for `joiner` (joining or joined). Takes the
     /// joiner's MIDI receiver: nothing else may read it.
     pub fn start(joiner: &Joiner) -> JoinedMidi {
+        JoinedMidi::start_with_wall_clock(joiner, Arc::new(midi::wall_us))
+    }
+
+    /// [`start`](Self::start) reading the wall clock from `wall`.
+    pub fn start_with_wall_clock(joiner: &Joiner, wall: WallClock) -> JoinedMidi {
         let (input_tx, input) = mpsc::channel(INPUT_QUEUE);
         let (events, _) = broadcast::channel(OUTPUT_EVENTS);
         let ports = Arc::new(Ports {
@@ -96,8 +105,9 @@ impl JoinedMidi {
         let (ended_tx, ended) = watch::channel(false);
         let mut router = Router::new(RouterConfig::joiner());
         // The timers start now, so every frame we send promises keep-alives.
-        router.tick(midi::wall_us(), &mut Routed::default());
+        router.tick(wall(), &mut Routed::default());
         let bridge = Bridge {
+            wall,
             router,
             routed: false,
             sender: joiner.midi_sender(),
@@ -160,6 +170,7 @@ impl Drop for JoinedMidi {
 }
 
 struct Bridge {
+    wall: WallClock,
     router: Router,
     /// The host link is routed (the `midi` channel is open).
     routed: bool,
@@ -169,6 +180,11 @@ struct Bridge {
 }
 
 impl Bridge {
+    /// `now` for the router.
+    fn now_us(&self) -> u64 {
+        (self.wall)()
+    }
+
     async fn run(
         mut self,
         mut view: watch::Receiver<JoinView>,
@@ -186,7 +202,7 @@ impl Bridge {
             }
             tokio::select! {
                 _ = &mut leave => {
-                    let now = midi::wall_us();
+                    let now = self.now_us();
                     self.router.release_all(now, &mut self.out);
                     self.carry_out().await;
                     let _ = ended.send(true);
@@ -206,7 +222,7 @@ impl Bridge {
                         if !self.routed && self.sender.is_open() {
                             self.routed = self.router.link_opened(HOST);
                         }
-                        let now = midi::wall_us();
+                        let now = self.now_us();
                         if let Err(e) = self.router.frame(now, HOST, &data, &mut self.out) {
                             tracing::debug!("bad midi frame from the host: {e}");
                         }
@@ -215,11 +231,11 @@ impl Bridge {
                     None => frames = None,
                 },
                 _ = tick.tick(), if self.routed => {
-                    self.router.tick(midi::wall_us(), &mut self.out);
+                    self.router.tick(self.now_us(), &mut self.out);
                     self.carry_out().await;
                 }
                 m = input.recv() => {
-                    let now = midi::wall_us();
+                    let now = self.now_us();
                     match m {
                         None => break,
                         Some(Input::Panic) => self.router.panic(now, &mut self.out),
@@ -266,8 +282,7 @@ impl Bridge {
     async fn lost(&mut self) {
         if self.routed {
             self.routed = false;
-            self.router
-                .link_closed(midi::wall_us(), HOST, &mut self.out);
+            self.router.link_closed(self.now_us(), HOST, &mut self.out);
             self.carry_out().await;
         }
     }

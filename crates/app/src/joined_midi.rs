@@ -17,7 +17,7 @@
 //! ([`crate::session::Jam::route_ports`]).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use jam::host::MidiEvent;
@@ -75,7 +75,8 @@ impl JamPorts for Ports {
 }
 
 /// Where the bridge reads the wall clock: µs since the UNIX epoch
-/// ([`midi::wall_us`] in the app; a test may step it).
+/// ([`midi::wall_us`] in the app; a test may step it). Read once, when the
+/// bridge starts: see [`Clock`].
 pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// The bridge between the local ports and a joined jam.
@@ -105,9 +106,10 @@ impl JoinedMidi {
         let (ended_tx, ended) = watch::channel(false);
         let mut router = Router::new(RouterConfig::joiner());
         // The timers start now, so every frame we send promises keep-alives.
-        router.tick(wall(), &mut Routed::default());
+        let clock = Clock::start(&wall);
+        router.tick(clock.now_us(), &mut Routed::default());
         let bridge = Bridge {
-            wall,
+            clock,
             router,
             routed: false,
             sender: joiner.midi_sender(),
@@ -169,8 +171,32 @@ impl Drop for JoinedMidi {
     }
 }
 
+/// The router's clock, as the host's (`jam::host::live`): the wall clock
+/// when the bridge started, advanced by the monotonic clock. It reads as µs
+/// since the UNIX epoch (what frame timestamps carry), but a step of the
+/// system clock (NTP setting it) can neither fake a stall of the host,
+/// releasing the notes it holds, nor hide one.
+struct Clock {
+    started: Instant,
+    wall_us: u64,
+}
+
+impl Clock {
+    fn start(wall: &WallClock) -> Clock {
+        Clock {
+            started: Instant::now(),
+            wall_us: wall(),
+        }
+    }
+
+    fn now_us(&self) -> u64 {
+        let since = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.wall_us.saturating_add(since)
+    }
+}
+
 struct Bridge {
-    wall: WallClock,
+    clock: Clock,
     router: Router,
     /// The host link is routed (the `midi` channel is open).
     routed: bool,
@@ -180,9 +206,9 @@ struct Bridge {
 }
 
 impl Bridge {
-    /// `now` for the router.
+    /// `now` for the router (see [`Clock`]).
     fn now_us(&self) -> u64 {
-        (self.wall)()
+        self.clock.now_us()
     }
 
     async fn run(

@@ -88,8 +88,7 @@ impl Proc {
     fn probe(ns: &Netns, role: &str, cfg: Value) -> Proc {
         let exe = std::env::current_exe().expect("current_exe");
         let mut cmd = ns.command(exe);
-        cmd
-            .args(["--exact", "probe_child", "--nocapture", "--test-threads=1"])
+        cmd.args(["--exact", "probe_child", "--nocapture", "--test-threads=1"])
             .env("LAN_PROBE", role)
             .env("LAN_PROBE_CFG", cfg.to_string());
         Proc::spawn(&format!("{role} probe in {}", ns.name()), cmd, true)
@@ -105,11 +104,14 @@ impl Proc {
             python.display()
         );
         let mut cmd = ns.command(python);
-        cmd
-            .arg("-u")
+        cmd.arg("-u")
             .arg(interop.join("zeroconf_probe.py"))
             .args(args);
-        Proc::spawn(&format!("zeroconf {} in {}", args[0], ns.name()), cmd, false)
+        Proc::spawn(
+            &format!("zeroconf {} in {}", args[0], ns.name()),
+            cmd,
+            false,
+        )
     }
 
     fn send(&mut self, line: &str) {

@@ -1136,6 +1136,7 @@ fn host_keeps_hosting_when_its_stdin_is_at_end_of_file() {
     let t0 = Instant::now();
     let ns = Netns::new();
     let mut host = start_host_with(&ns, &[], Stdio::null());
+    // A negative check (the jam must not stop), so a fixed wait.
     thread::sleep(Duration::from_secs(2));
     host.p.pump();
     let d = host.p.diag();

@@ -104,7 +104,7 @@ fn preflight() {
 
 #[path = "support/cli.rs"]
 mod cli;
-use test_support::{send_signal as signal, Netns, VethPair};
+use test_support::{send_signal as signal, wait_until, Netns, VethPair};
 
 /// Namespaces A (`vA`, 10.77.0.1) and B (`vB`, 10.77.0.2) joined by a veth
 /// pair, plus the routes the module docs explain. Dropping it kills
@@ -360,8 +360,12 @@ fn join_with_mdns_candidates(no_mdns: bool) -> Join {
     assert_eq!(done["first_type"], "sessionWelcome");
     assert_eq!(done["pong"], true);
 
-    // Give the host's log a moment to catch up with the joiner's exit.
-    thread::sleep(Duration::from_millis(200));
+    // The host's log catches up with the joiner's exit: the lines the
+    // callers look for name the joiner's mDNS candidate. Not fatal here:
+    // the callers' assertions say what is missing.
+    wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        host.stderr().contains(&name)
+    });
     let host_log = host.stderr();
     drop(joiner);
     drop(host);

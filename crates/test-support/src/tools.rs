@@ -44,7 +44,7 @@ mod tests {
         assert!(repo_root().join("Cargo.toml").is_file());
         assert!(interop_dir().ends_with("tests/interop"));
         if std::env::var_os(MIDIEDITOR_TOOL_ENV).is_none() {
-            assert!(midieditor_tool().ends_with("shared/tools/midieditor"));
+            assert!(midieditor_tool().ends_with("tools/midieditor"));
         }
     }
 }

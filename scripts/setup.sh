@@ -66,7 +66,7 @@ if ! tauri-driver --help >/dev/null 2>&1 && ! "$HOME/.cargo/bin/tauri-driver" --
 fi
 
 # cargo-machete finds dependencies no code uses (scripts/test.sh runs it).
-MACHETE_VERSION=0.9.1
+MACHETE_VERSION=0.9.2
 if [ "$(cargo machete --version 2>/dev/null | awk '{print $NF}')" != "$MACHETE_VERSION" ] &&
   [ "$("$HOME/.cargo/bin/cargo-machete" --version 2>/dev/null | awk '{print $NF}')" != "$MACHETE_VERSION" ]; then
   echo "setup: cargo install cargo-machete $MACHETE_VERSION"

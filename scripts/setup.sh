@@ -21,11 +21,15 @@ fi
 # The desktop app (src-tauri) builds against WebKitGTK and GTK, lists MIDI
 # ports through ALSA's library, and its UI tests run it under Xvfb behind
 # Debian's WebKitWebDriver.
+# jackd2 + libjack-jackd2-dev: real MIDI ports on a machine without ALSA
+# devices; crates/midi/tests/jack.rs runs the midir backend (built with
+# the `jack` feature) against a JACK server with the dummy driver.
 PKGS=(build-essential pkg-config curl ca-certificates iproute2 procps
   chromium python3-venv coturn
   libwebkit2gtk-4.1-dev libgtk-3-dev libsoup-3.0-dev librsvg2-dev
   libayatana-appindicator3-dev libxdo-dev libasound2-dev
-  xvfb xauth webkit2gtk-driver)
+  xvfb xauth webkit2gtk-driver
+  jackd2 libjack-jackd2-dev)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -33,6 +37,9 @@ for p in "${PKGS[@]}"; do
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
+  # jackd2 asks whether to allow realtime scheduling for the audio group;
+  # answer no beforehand (the dummy driver needs none) so nothing prompts.
+  echo "jackd2 jackd/tweak_rt_limits boolean false" | $SUDO debconf-set-selections
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
@@ -56,6 +63,14 @@ done
 if ! tauri-driver --help >/dev/null 2>&1 && ! "$HOME/.cargo/bin/tauri-driver" --help >/dev/null 2>&1; then
   echo "setup: cargo install tauri-driver 2.1.0"
   cargo install tauri-driver --version 2.1.0 --locked --quiet
+fi
+
+# cargo-machete finds dependencies no code uses (scripts/test.sh runs it).
+MACHETE_VERSION=0.9.2
+if [ "$(cargo machete --version 2>/dev/null | awk '{print $NF}')" != "$MACHETE_VERSION" ] &&
+  [ "$("$HOME/.cargo/bin/cargo-machete" --version 2>/dev/null | awk '{print $NF}')" != "$MACHETE_VERSION" ]; then
+  echo "setup: cargo install cargo-machete $MACHETE_VERSION"
+  cargo install cargo-machete --version "$MACHETE_VERSION" --locked --quiet
 fi
 
 # Interop joiners (tests/interop): npm packages and a Python venv with aiortc.

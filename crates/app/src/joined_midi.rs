@@ -17,7 +17,7 @@
 //! ([`crate::session::Jam::route_ports`]).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use jam::host::MidiEvent;
@@ -74,6 +74,11 @@ impl JamPorts for Ports {
     }
 }
 
+/// Where the bridge reads the wall clock: µs since the UNIX epoch
+/// ([`midi::wall_us`] in the app; a test may step it). Read once, when the
+/// bridge starts: see [`Clock`].
+pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// The bridge between the local ports and a joined jam.
 pub struct JoinedMidi {
     ports: Arc<Ports>,
@@ -86,6 +91,11 @@ impl JoinedMidi {
     /// Starts the bridge for `joiner` (joining or joined). Takes the
     /// joiner's MIDI receiver: nothing else may read it.
     pub fn start(joiner: &Joiner) -> JoinedMidi {
+        JoinedMidi::start_with_wall_clock(joiner, Arc::new(midi::wall_us))
+    }
+
+    /// [`start`](Self::start) reading the wall clock from `wall`.
+    pub fn start_with_wall_clock(joiner: &Joiner, wall: WallClock) -> JoinedMidi {
         let (input_tx, input) = mpsc::channel(INPUT_QUEUE);
         let (events, _) = broadcast::channel(OUTPUT_EVENTS);
         let ports = Arc::new(Ports {
@@ -96,8 +106,10 @@ impl JoinedMidi {
         let (ended_tx, ended) = watch::channel(false);
         let mut router = Router::new(RouterConfig::joiner());
         // The timers start now, so every frame we send promises keep-alives.
-        router.tick(midi::wall_us(), &mut Routed::default());
+        let clock = Clock::start(&wall);
+        router.tick(clock.now_us(), &mut Routed::default());
         let bridge = Bridge {
+            clock,
             router,
             routed: false,
             sender: joiner.midi_sender(),
@@ -159,7 +171,32 @@ impl Drop for JoinedMidi {
     }
 }
 
+/// The router's clock, as the host's (`jam::host::live`): the wall clock
+/// when the bridge started, advanced by the monotonic clock. It reads as µs
+/// since the UNIX epoch (what frame timestamps carry), but a step of the
+/// system clock (NTP setting it) can neither fake a stall of the host,
+/// releasing the notes it holds, nor hide one.
+struct Clock {
+    started: Instant,
+    wall_us: u64,
+}
+
+impl Clock {
+    fn start(wall: &WallClock) -> Clock {
+        Clock {
+            started: Instant::now(),
+            wall_us: wall(),
+        }
+    }
+
+    fn now_us(&self) -> u64 {
+        let since = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.wall_us.saturating_add(since)
+    }
+}
+
 struct Bridge {
+    clock: Clock,
     router: Router,
     /// The host link is routed (the `midi` channel is open).
     routed: bool,
@@ -169,6 +206,11 @@ struct Bridge {
 }
 
 impl Bridge {
+    /// `now` for the router (see [`Clock`]).
+    fn now_us(&self) -> u64 {
+        self.clock.now_us()
+    }
+
     async fn run(
         mut self,
         mut view: watch::Receiver<JoinView>,
@@ -186,7 +228,7 @@ impl Bridge {
             }
             tokio::select! {
                 _ = &mut leave => {
-                    let now = midi::wall_us();
+                    let now = self.now_us();
                     self.router.release_all(now, &mut self.out);
                     self.carry_out().await;
                     let _ = ended.send(true);
@@ -206,7 +248,7 @@ impl Bridge {
                         if !self.routed && self.sender.is_open() {
                             self.routed = self.router.link_opened(HOST);
                         }
-                        let now = midi::wall_us();
+                        let now = self.now_us();
                         if let Err(e) = self.router.frame(now, HOST, &data, &mut self.out) {
                             tracing::debug!("bad midi frame from the host: {e}");
                         }
@@ -215,11 +257,11 @@ impl Bridge {
                     None => frames = None,
                 },
                 _ = tick.tick(), if self.routed => {
-                    self.router.tick(midi::wall_us(), &mut self.out);
+                    self.router.tick(self.now_us(), &mut self.out);
                     self.carry_out().await;
                 }
                 m = input.recv() => {
-                    let now = midi::wall_us();
+                    let now = self.now_us();
                     match m {
                         None => break,
                         Some(Input::Panic) => self.router.panic(now, &mut self.out),
@@ -266,8 +308,7 @@ impl Bridge {
     async fn lost(&mut self) {
         if self.routed {
             self.routed = false;
-            self.router
-                .link_closed(midi::wall_us(), HOST, &mut self.out);
+            self.router.link_closed(self.now_us(), HOST, &mut self.out);
             self.carry_out().await;
         }
     }

@@ -4,10 +4,11 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use app::joined_midi::JoinedMidi;
+use app::joined_midi::{JoinedMidi, WallClock};
 use app::session::Jam;
 use app::settings::Settings;
 use common::{free_port, options, releases, until, wait_view, LOOPBACK};
@@ -66,13 +67,22 @@ async fn released(synth: &MemoryOutput, key: u8, limit: Duration, what: &str) {
 /// `bea` joins `ana`'s jam and connects her ports to it, as the app's Join
 /// view does. Returns once the `midi` channel is open.
 async fn join(ana: &Musician, bea: &Musician) -> (jam::joiner::Joiner, JoinedMidi) {
+    join_with(ana, bea, JoinedMidi::start).await
+}
+
+/// [`join`] with the bridge started by `start`.
+async fn join_with(
+    ana: &Musician,
+    bea: &Musician,
+    start: impl FnOnce(&jam::joiner::Joiner) -> JoinedMidi,
+) -> (jam::joiner::Joiner, JoinedMidi) {
     let v = wait_view(&ana.jam, "Ana's code", |v| v.code.is_some()).await;
     wait_view(&bea.jam, "Bea's own jam", |v| v.code.is_some()).await;
     let mut cfg =
         jam::joiner::JoinConfig::new(v.urls[0].parse().expect("url"), v.code.clone(), "Bea");
     cfg.rtc.bind_ips = vec![LOOPBACK];
     let (joiner, _events) = jam::joiner::Joiner::start(cfg);
-    let midi = JoinedMidi::start(&joiner);
+    let midi = start(&joiner);
     bea.jam.route_ports(Some(midi.ports())).await;
     joiner.joined().await.expect("joined Ana's jam");
     until(
@@ -82,7 +92,9 @@ async fn join(ana: &Musician, bea: &Musician) -> (jam::joiner::Joiner, JoinedMid
         String::new,
     )
     .await;
-    // Give Ana's host a moment to count the channel as open.
+    // Give Ana's host a moment to count the channel as open. Kept as a
+    // sleep: the host's view has no "midi channel open" per peer to wait
+    // on (its MIDI lights list only peers that played).
     tokio::time::sleep(Duration::from_millis(200)).await;
     (joiner, midi)
 }
@@ -257,6 +269,7 @@ async fn a_frozen_host_is_taken_for_stalled_and_what_it_played_is_released_here_
     )
     .await;
     // Held for well over a second: the host's keep-alives keep it sounding.
+    // (A negative check: nothing may be released within that time.)
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         !bea.synth.received().iter().any(|m| releases(m, 60)),
@@ -280,4 +293,55 @@ async fn a_frozen_host_is_taken_for_stalled_and_what_it_played_is_released_here_
     // Ana's runtime comes back after its 4 s freeze and stops cleanly.
     ana.jam.stop().await;
     ana_rt.shutdown_background();
+}
+
+/// NTP stepping the wall clock is not silence: while a host that promised
+/// keep-alives holds a note (and keeps sending them), the clock jumping a
+/// minute forward, or an hour back, releases nothing here, and the jam
+/// goes on. The bridge's stall timer must run on a monotonic clock, as the
+/// host's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wall_clock_step_does_not_release_what_the_host_holds() {
+    let ana = musician("Ana");
+    let bea = musician("Bea");
+    let step_us = Arc::new(AtomicI64::new(0));
+    let step = step_us.clone();
+    let wall: WallClock =
+        Arc::new(move || midi::wall_us().saturating_add_signed(step.load(Ordering::Relaxed)));
+    let (joiner, midi) =
+        join_with(&ana, &bea, |j| JoinedMidi::start_with_wall_clock(j, wall)).await;
+    assert!(ana.keys.play(0, &[0x90, 60, 100]));
+    hears(
+        &bea.synth,
+        &msg(&[0x90, 60, 100]),
+        "Ana's note on Bea's synth",
+    )
+    .await;
+
+    for (offset_us, what) in [
+        (60_000_000, "a minute forward"),
+        (-3_600_000_000, "an hour back"),
+    ] {
+        step_us.store(offset_us, Ordering::Relaxed);
+        // A negative check: nothing may be released for longer than the
+        // 1 s stall time, so a fixed wait is the point.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !bea.synth.received().iter().any(|m| releases(m, 60)),
+            "the wall clock stepping {what} released the note Ana holds: {:?}",
+            bea.synth.received()
+        );
+    }
+    // Still routed: Ana's next note sounds here too.
+    assert!(ana.keys.play(0, &[0x90, 62, 100]));
+    hears(
+        &bea.synth,
+        &msg(&[0x90, 62, 100]),
+        "Ana's next note on Bea's synth",
+    )
+    .await;
+    midi.close().await;
+    joiner.leave().await;
+    ana.jam.stop().await;
+    bea.jam.stop().await;
 }

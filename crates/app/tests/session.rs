@@ -180,6 +180,8 @@ async fn the_chosen_midi_ports_play_to_peers_and_sound_what_peers_play() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Give the host a moment to count the channel as open before playing.
+    // Kept as a sleep: the jam's view has no per-peer "midi channel open"
+    // to wait on (its MIDI lights list only peers that played).
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // The keyboard plays middle C: the joiner hears it.
@@ -304,6 +306,8 @@ async fn midi_joiner(v: &JamView) -> jam::joiner::Joiner {
         String::new,
     )
     .await;
+    // As above: the host counts the channel as open a moment after the
+    // joiner does, and nothing in its view shows when.
     tokio::time::sleep(Duration::from_millis(200)).await;
     joiner
 }

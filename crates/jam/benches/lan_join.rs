@@ -28,9 +28,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +37,7 @@ use jam::joiner::{JoinConfig, JoinEvent, JoinStep, Joiner};
 use jam::rtc::RtcConfig;
 use jam::signal::Target;
 use rdv::{Config, Rendezvous, RunningServer};
+use test_support::{Netns, VethPair};
 
 const IP_A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const IP_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -47,93 +46,15 @@ const WARMUP_JOINS: usize = 2;
 
 type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
-fn ip(args: &[&str]) {
-    let o = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("ip {}: {e}", args.join(" ")));
-    assert!(
-        o.status.success(),
-        "ip {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr).trim()
-    );
-}
-
-/// Namespaces A and B with the veth pair; deleted on drop.
-struct Pair {
-    a: String,
-    b: String,
-}
-
-impl Pair {
-    fn new() -> Pair {
-        let pid = std::process::id();
-        let pair = Pair {
-            a: format!("lanbenchA-{pid}"),
-            b: format!("lanbenchB-{pid}"),
-        };
-        let (a, b) = (pair.a.as_str(), pair.b.as_str());
-        for n in [a, b] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", n])
-                .stderr(Stdio::null())
-                .status();
-            ip(&["netns", "add", n]);
-            ip(&["-n", n, "link", "set", "lo", "up"]);
-        }
-        ip(&[
-            "-n", a, "link", "add", "vA", "type", "veth", "peer", "name", "vB", "netns", b,
-        ]);
-        ip(&["-n", a, "addr", "add", "10.77.0.1/24", "dev", "vA"]);
-        ip(&["-n", b, "addr", "add", "10.77.0.2/24", "dev", "vB"]);
-        ip(&["-n", a, "link", "set", "vA", "multicast", "on", "up"]);
-        ip(&["-n", b, "link", "set", "vB", "multicast", "on", "up"]);
-        let up = |ns: &str, dev: &str| {
-            Command::new("ip")
-                .args(["-n", ns, "-o", "link", "show", dev])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).contains("state UP"))
-                .unwrap_or(false)
-        };
-        let until = Instant::now() + Duration::from_secs(5);
-        while !(up(a, "vA") && up(b, "vB")) {
-            assert!(Instant::now() < until, "veth pair not up");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        pair
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        for n in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
-/// Moves the calling thread into network namespace `ns`.
-fn enter_netns(ns: &str) {
-    let f = std::fs::File::open(format!("/run/netns/{ns}")).expect("namespace file");
-    // SAFETY: setns(2) with a valid, open namespace fd and the matching type
-    // only changes this thread's network namespace; no memory is involved.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns({ns}): {}", std::io::Error::last_os_error());
-}
-
 /// A thread in a namespace running a Tokio runtime that executes jobs.
 struct Machine {
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
 }
 
 impl Machine {
-    fn start(ns: &str) -> Machine {
+    fn start(ns: &Netns) -> Machine {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
-        let ns = ns.to_owned();
-        std::thread::spawn(move || {
-            enter_netns(&ns);
+        ns.spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -263,7 +184,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let pair = Pair::new();
+    let pair = VethPair::new("lanbench");
     let a = Machine::start(&pair.a);
     let b = Machine::start(&pair.b);
 
@@ -271,14 +192,14 @@ fn main() {
     // B's browser runs for the whole series on its own thread (in B).
     let (found_tx, found_rx) = mpsc::channel::<(String, Instant, bool)>();
     let (stop_browse, browse_stopped) = mpsc::channel::<()>();
-    let ns_b = pair.b.clone();
-    let browser_thread = std::thread::spawn(move || {
-        enter_netns(&ns_b);
+    let (browsing_tx, browsing) = mpsc::channel::<()>();
+    let browser_thread = pair.b.spawn(move || {
         let browser =
             lan::Browser::start(lan::BrowseConfig::new(lan::InterfaceChoice::Named(vec![
                 "vB".into(),
             ])))
             .expect("browser starts");
+        let _ = browsing_tx.send(());
         while browse_stopped.try_recv().is_err() {
             match browser.recv_timeout(Duration::from_millis(50)) {
                 Some(lan::BrowseEvent::Found(info)) => {
@@ -293,7 +214,7 @@ fn main() {
         }
         let _ = browser.stop();
     });
-    std::thread::sleep(Duration::from_millis(500));
+    browsing.recv_timeout(WAIT).expect("B's browser started");
 
     let mut discovery = Vec::new();
     let mut host_up = Vec::new();
@@ -325,7 +246,8 @@ fn main() {
             }
         };
         lost.push((gone - t_stop).as_secs_f64() * 1000.0);
-        // Space the runs: mDNS rate-limits each record to one send a second.
+        // Space the runs: mDNS rate-limits each record to one send a second
+        // (pacing, not a wait for a result).
         std::thread::sleep(Duration::from_millis(300));
     }
     let _ = stop_browse.send(());

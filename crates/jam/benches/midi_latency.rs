@@ -228,6 +228,7 @@ fn latency(host_rt: &Runtime, peers_rt: &Runtime, hosted: &mut Hosted) {
         window.relay_histogram
     );
     // Let the host see them go before the next part.
+    // Settles between the benchmark's parts (pacing, not a wait for a result).
     host_rt.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
 }
 
@@ -359,6 +360,7 @@ fn stalls(host_rt: &Runtime, peers_rt: &Runtime, hosted: &mut Hosted) {
         ms(pct(&t, 50.0)),
         ms(pct(&t, 100.0)),
     );
+    // Settles between the benchmark's parts (pacing, not a wait for a result).
     host_rt.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
 }
 
@@ -495,6 +497,7 @@ fn throughput(host_rt: &Runtime, peers_rt: &Runtime, hosted: &mut Hosted) {
         stats.relay_histogram
     );
     peers_rt.block_on(async move { drop(peers) });
+    // Settles between the benchmark's parts (pacing, not a wait for a result).
     host_rt.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
 }
 

@@ -182,7 +182,8 @@ async fn a_check_never_disturbs_a_jam_hosted_on_the_same_rendezvous() {
             "own session"
         );
     }
-    // The jam saw nothing: no peer joined or left, no renewed session.
+    // The jam saw nothing: no peer joined or left, no renewed session. (A
+    // negative check, so a fixed wait.)
     tokio::time::sleep(Duration::from_millis(200)).await;
     if let Ok(event) = host_events.try_recv() {
         panic!("the jam host saw {event:?} during a connection test");

@@ -606,6 +606,7 @@ async fn the_midi_channel_can_be_in_the_offer_and_stays_shut_for_hosts_that_do_n
         .await
         .expect("joins");
     host_saw(&mut seen, "hello").await;
+    // A negative check (no midi channel appears), so a fixed wait.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!joiner.view().midi_open);
     while let Ok((k, _)) = seen.try_recv() {

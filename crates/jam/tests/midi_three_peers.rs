@@ -22,7 +22,6 @@
 //! `scripts/setup.sh`); without them the test fails saying so.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
@@ -34,6 +33,8 @@ use jam::midi::{MidiMessage, SysEx};
 use jam::protocol::PeerId;
 use jam::registry::RegistryEvent;
 use serde_json::Value;
+use test_support::tools::interop_dir;
+use test_support::Netns;
 use tokio::sync::broadcast;
 
 #[path = "support/midi_peer.rs"]
@@ -55,37 +56,6 @@ const KILLED_RELEASED_WITHIN: Duration = Duration::from_secs(20);
 /// machine.
 const STALL_RELEASED_WITHIN: Duration = Duration::from_millis(2500);
 
-fn interop_dir() -> PathBuf {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop");
-    d.canonicalize().unwrap_or(d)
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let o = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if o.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))
-    }
-}
-
-/// The namespace, deleted (with anything left in it) on drop.
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.0]);
-    }
-}
-
 #[test]
 fn three_peers_hear_each_other_and_no_note_is_left_on() {
     if std::env::var_os(INNER).is_some() {
@@ -98,23 +68,17 @@ fn three_peers_hear_each_other_and_no_note_is_left_on() {
         "{} is missing: run `bash scripts/setup.sh` once",
         python.display()
     );
-    let ns = Netns(format!("jammidi-{}", std::process::id()));
-    let _ = ip(&["netns", "del", &ns.0]);
-    ip(&["netns", "add", &ns.0]).unwrap_or_else(|e| panic!("needs root and iproute2: {e}"));
-    ip(&["-n", &ns.0, "link", "set", "lo", "up"]).unwrap();
-    ip(&["-n", &ns.0, "addr", "add", "127.0.0.2/8", "dev", "lo"]).unwrap();
+    let ns = Netns::with_loopback_alias("jammidi");
     let exe = std::env::current_exe().expect("test binary");
     // The inner run's output goes straight to ours (not captured), so a
     // failure shows every step and the joiners' reports.
-    let status = Command::new("ip")
-        .args(["netns", "exec", &ns.0])
-        .arg(exe)
+    let status = ns
+        .command(exe)
         .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
         .env(INNER, "1")
-        .stdin(Stdio::null())
         .status()
         .expect("run the test inside the namespace");
-    assert!(status.success(), "the test failed inside {}", ns.0);
+    assert!(status.success(), "the test failed inside {}", ns.name());
 }
 
 // ------------------------------------------------------------ aiortc joiner
@@ -296,6 +260,7 @@ async fn until_routed(host: &HostControl, rust: &mut MidiPeer, py: &mut Aiortc) 
             py.pump();
             py_ok = py.seen.iter().any(|v| midi_has(v, 0, "fe"));
         }
+        // Paces the probes of this condition loop.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Forget the probes.
@@ -426,7 +391,8 @@ async fn run() {
         .await
         .expect("webrtc-rs hears the chord");
     // It holds them for 2 s, twice the stall time: its keep-alives keep it
-    // from being taken for stalled.
+    // from being taken for stalled. (A negative check: nothing may be
+    // released within that time, so a fixed sleep is the point.)
     tokio::time::sleep(Duration::from_secs(2)).await;
     loop {
         match sink.try_recv() {
@@ -496,7 +462,7 @@ async fn run() {
     .await;
     sink_gets(&mut sink, id_rust, false, &chord, STEP).await;
     // It never promised keep-alives: silence longer than a stall releases
-    // nothing of it.
+    // nothing of it. (A negative check, so a fixed sleep.)
     tokio::time::sleep(Duration::from_millis(1500)).await;
     py2.pump();
     assert!(

@@ -585,7 +585,8 @@ async fn idle_link_stays_connected_through_consent_checks() {
     let (offerer, mut answered, _) = connect(&["midieditor"]).await;
     let answered_before = offerer.consent_responses_received().await;
     // Past ICE's 5 s disconnected timeout with no application traffic: only
-    // the consent checks (every 2 s) keep both sides Connected.
+    // the consent checks (every 2 s) keep both sides Connected. The idle
+    // time is the scenario itself, so a fixed sleep.
     tokio::time::sleep(Duration::from_secs(7)).await;
     let answered_after = offerer.consent_responses_received().await;
     eprintln!("joiner's checks answered by us while idle: {answered_before} -> {answered_after}");
@@ -702,7 +703,8 @@ async fn slow_consumer_gets_backpressure_not_loss_and_link_stays_up() {
         message.resize(1024, 0xAB);
         offerer.send("midieditor", &message).await;
     }
-    // Nobody reads for longer than the 2 s consent interval.
+    // Nobody reads for longer than the 2 s consent interval (the scenario
+    // itself, so a fixed sleep).
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(answered.link.state(), LinkState::Connected);
     assert_eq!(*offerer.state.borrow(), RTCPeerConnectionState::Connected);

@@ -1,5 +1,5 @@
 //! LAN advertisement and discovery of hosted jams over mDNS / DNS-SD
-//! (`/work/shared/PROTOCOL.md`, "LAN advertisement").
+//! (`docs/spec/PROTOCOL.md`, "LAN advertisement").
 //!
 //! - [`Advertiser`] announces the rendezvous a host is serving as
 //!   `_midi-rdv._tcp.local.` and withdraws it (goodbye packets) on stop or drop.

@@ -10,121 +10,29 @@
 //! (`tests/interop/zeroconf_probe.py`). Needs root (for `ip netns`).
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use test_support::netns::{Netns, VethPair, IF_A, IF_B};
+use test_support::tools::interop_dir;
+use test_support::wait::wait_until;
 
 use lan::{AdvertiseConfig, Advertiser, BrowseConfig, BrowseEvent, Browser, InterfaceChoice};
 use serde_json::{json, Value};
 
 const IP_A: &str = "10.77.0.1";
 const IP_B: &str = "10.77.0.2";
-const IF_A: &str = "vA";
-const IF_B: &str = "vB";
 /// Marks our JSON lines among libtest's own output in the child.
 const TAG: &str = "LANPROBE ";
 const WAIT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------- namespaces
 
-fn run(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {args:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn require_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().next().map(str::to_string));
-    assert_eq!(
-        uid.as_deref(),
-        Some("0"),
-        "these tests create network namespaces and must run as root"
-    );
-}
-
-fn oper_up(ns: &str, dev: &str) -> bool {
-    Command::new("ip")
-        .args(["-n", ns, "-o", "link", "show", dev])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("state UP"))
-        .unwrap_or(false)
-}
-
-/// Two fresh namespaces, A (`vA`, 10.77.0.1) and B (`vB`, 10.77.0.2), joined
-/// by a veth pair created directly inside them (its ends never exist in the
-/// root namespace). Deleted on drop, also when a test panics.
-struct NetnsPair {
-    a: String,
-    b: String,
-}
-
-impl NetnsPair {
-    fn new() -> NetnsPair {
-        require_root();
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let id = format!("lan-{}-{n}", std::process::id());
-        let pair = NetnsPair {
-            a: format!("{id}-a"),
-            b: format!("{id}-b"),
-        };
-        let (a, b) = (pair.a.as_str(), pair.b.as_str());
-        let steps: &[&[&str]] = &[
-            &["netns", "add", a],
-            &["netns", "add", b],
-            &[
-                "-n", a, "link", "add", IF_A, "type", "veth", "peer", "name", IF_B, "netns", b,
-            ],
-            &["-n", a, "addr", "add", "10.77.0.1/24", "dev", IF_A],
-            &["-n", b, "addr", "add", "10.77.0.2/24", "dev", IF_B],
-            &["-n", a, "link", "set", "lo", "up"],
-            &["-n", b, "link", "set", "lo", "up"],
-            &["-n", a, "link", "set", IF_A, "multicast", "on", "up"],
-            &["-n", b, "link", "set", IF_B, "multicast", "on", "up"],
-        ];
-        for step in steps {
-            if let Err(e) = run(step) {
-                drop(pair);
-                panic!("setting up namespaces: {e}");
-            }
-        }
-        // mdns-sd only takes interfaces that are operationally up, and looks
-        // again only every 5 s: wait for the veth carrier before starting.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !(oper_up(a, IF_A) && oper_up(b, IF_B)) {
-            if Instant::now() > deadline {
-                drop(pair);
-                panic!("veth pair not up after 5 s");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        pair
-    }
-}
-
-impl Drop for NetnsPair {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.b] {
-            if let Err(e) = run(&["netns", "del", ns]) {
-                eprintln!("cleanup: {e}");
-            }
-        }
-    }
+/// Two fresh namespaces, A (`vA`, 10.77.0.1) and B (`vB`, 10.77.0.2),
+/// joined by a veth pair; deleted on drop, also when a test panics.
+fn netns_pair() -> VethPair {
+    VethPair::new("lan")
 }
 
 // ------------------------------------------------------------ child processes
@@ -177,33 +85,33 @@ impl Proc {
     }
 
     /// Our own probe: this test binary, re-run inside `ns`.
-    fn probe(ns: &str, role: &str, cfg: Value) -> Proc {
+    fn probe(ns: &Netns, role: &str, cfg: Value) -> Proc {
         let exe = std::env::current_exe().expect("current_exe");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns])
-            .arg(exe)
-            .args(["--exact", "probe_child", "--nocapture", "--test-threads=1"])
+        let mut cmd = ns.command(exe);
+        cmd.args(["--exact", "probe_child", "--nocapture", "--test-threads=1"])
             .env("LAN_PROBE", role)
             .env("LAN_PROBE_CFG", cfg.to_string());
-        Proc::spawn(&format!("{role} probe in {ns}"), cmd, true)
+        Proc::spawn(&format!("{role} probe in {}", ns.name()), cmd, true)
     }
 
     /// python-zeroconf inside `ns`.
-    fn zeroconf(ns: &str, args: &[&str]) -> Proc {
-        let interop = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop");
+    fn zeroconf(ns: &Netns, args: &[&str]) -> Proc {
+        let interop = interop_dir();
         let python = interop.join(".venv/bin/python");
         assert!(
             python.exists(),
             "{} is missing: run `bash scripts/setup.sh` (installs zeroconf)",
             python.display()
         );
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns])
-            .arg(python)
-            .arg("-u")
+        let mut cmd = ns.command(python);
+        cmd.arg("-u")
             .arg(interop.join("zeroconf_probe.py"))
             .args(args);
-        Proc::spawn(&format!("zeroconf {} in {ns}", args[0]), cmd, false)
+        Proc::spawn(
+            &format!("zeroconf {} in {}", args[0], ns.name()),
+            cmd,
+            false,
+        )
     }
 
     fn send(&mut self, line: &str) {
@@ -239,14 +147,9 @@ impl Proc {
     }
 
     fn wait_exit(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        wait_until(timeout, Duration::from_millis(20), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        })
     }
 }
 
@@ -383,7 +286,7 @@ fn keys(v: &Value) -> Vec<String> {
     k
 }
 
-fn advertise(ns: &NetnsPair, name: &str, code: Option<&str>, peers: (usize, usize)) -> Proc {
+fn advertise(ns: &VethPair, name: &str, code: Option<&str>, peers: (usize, usize)) -> Proc {
     let mut adv = Proc::probe(
         &ns.a,
         "advertise",
@@ -398,7 +301,7 @@ fn advertise(ns: &NetnsPair, name: &str, code: Option<&str>, peers: (usize, usiz
 /// protocol's TXT keys, and sees `code` only while the session is open.
 #[test]
 fn zeroconf_finds_our_advertisement_and_code_only_when_open() {
-    let ns = NetnsPair::new();
+    let ns = netns_pair();
     let mut py = Proc::zeroconf(&ns.b, &["browse", "--ip", IP_B]);
     py.expect("browsing", |v| v["ev"] == "browsing");
     let started = Instant::now();
@@ -462,9 +365,11 @@ fn zeroconf_finds_our_advertisement_and_code_only_when_open() {
 /// the first announcement.
 #[test]
 fn open_session_advertises_code_from_the_start() {
-    let ns = NetnsPair::new();
+    let ns = netns_pair();
     let mut adv = advertise(&ns, "Open jam", Some("ZX9Q"), (0, 4));
-    // Browser after the advertiser: the already-registered case.
+    // Browser after the advertiser: the already-registered case. This sleep
+    // only shapes the scenario (probing + announce take ~1 s); what the test
+    // asserts is waited for by `expect` below.
     std::thread::sleep(Duration::from_millis(1500));
     let started = Instant::now();
     let mut py = Proc::zeroconf(&ns.b, &["browse", "--ip", IP_B]);
@@ -485,7 +390,7 @@ fn open_session_advertises_code_from_the_start() {
 /// (b) Our Browser in B finds a service python-zeroconf registers in A.
 #[test]
 fn our_browser_finds_a_zeroconf_service() {
-    let ns = NetnsPair::new();
+    let ns = netns_pair();
     let mut browser = Proc::probe(&ns.b, "browse", json!({"iface": IF_B}));
     browser.expect("browsing", |v| v["ev"] == "browsing");
     let started = Instant::now();
@@ -544,7 +449,7 @@ fn our_browser_finds_a_zeroconf_service() {
 /// code coming and going, and sees it vanish when the advertiser stops.
 #[test]
 fn stopping_the_advertiser_makes_it_vanish() {
-    let ns = NetnsPair::new();
+    let ns = netns_pair();
     let mut browser = Proc::probe(&ns.b, "browse", json!({"iface": IF_B}));
     browser.expect("browsing", |v| v["ev"] == "browsing");
     let started = Instant::now();
@@ -598,7 +503,7 @@ fn stopping_the_advertiser_makes_it_vanish() {
 /// it as a new Found for the same instance.
 #[test]
 fn set_peers_updates_the_txt_seen_elsewhere() {
-    let ns = NetnsPair::new();
+    let ns = netns_pair();
     let mut py = Proc::zeroconf(&ns.b, &["browse", "--ip", IP_B]);
     py.expect("browsing", |v| v["ev"] == "browsing");
     let mut adv = advertise(&ns, "Dave", None, (0, 8));

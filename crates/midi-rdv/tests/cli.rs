@@ -668,6 +668,8 @@ async fn a_stalled_upload_cannot_hold_shutdown_past_the_grace_period() {
     )
     .unwrap();
     s.flush().unwrap();
+    // Lets the server start reading the partial request (the scenario: a
+    // request in flight at the signal); nothing outside shows that moment.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let signalled = Instant::now();
     p.signal("TERM");
@@ -702,6 +704,7 @@ async fn a_closed_stdout_does_not_panic_the_server() {
         stdout: Some(std::thread::spawn(String::new)),
         stderr: Some(stderr),
     };
+    // A negative check (it must not exit on its own), so a fixed wait.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let running = matches!(p.child.try_wait(), Ok(None));
     if running {

@@ -106,26 +106,26 @@ fn preflight() {
     }
 }
 
-#[path = "support/netns.rs"]
-mod netns;
-use netns::{send_signal, Namespaces};
+#[path = "support/cli.rs"]
+mod cli;
+use test_support::send_signal;
 
 // ------------------------------------------------------------ the namespace
 
 /// One namespace of our own (`lo` with 127.0.0.2), deleted on drop with
 /// every process still running in it.
-struct Netns(Namespaces);
+struct Netns(test_support::Netns);
 
 impl Netns {
     fn new() -> Netns {
         preflight();
-        Netns(Namespaces::lo("rdvt"))
+        Netns(test_support::Netns::with_loopback_alias("rdvt"))
     }
 
     /// `program args...` run inside the namespace, with no `MIDI_RDV_*`
     /// variable inherited.
     fn command(&self, program: &Path, args: &[&str]) -> Command {
-        Namespaces::command(self.0.a(), program, args)
+        cli::command(&self.0, program, args)
     }
 }
 
@@ -1136,6 +1136,7 @@ fn host_keeps_hosting_when_its_stdin_is_at_end_of_file() {
     let t0 = Instant::now();
     let ns = Netns::new();
     let mut host = start_host_with(&ns, &[], Stdio::null());
+    // A negative check (the jam must not stop), so a fixed wait.
     thread::sleep(Duration::from_secs(2));
     host.p.pump();
     let d = host.p.diag();

@@ -21,7 +21,6 @@
 //! status test needs neither (loopback in the root namespace, no mDNS).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -53,22 +52,10 @@ fn python() -> PathBuf {
     p
 }
 
-fn require_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().nth(1).map(str::to_owned));
-    assert_eq!(
-        euid.as_deref(),
-        Some("0"),
-        "these tests create network namespaces and must run as root (CI does)"
-    );
-}
-
-#[path = "support/netns.rs"]
-mod netns;
-use netns::{plain, send_signal, Namespaces};
+#[path = "support/cli.rs"]
+mod cli;
+use cli::{command, plain};
+use test_support::{send_signal, Netns, VethPair};
 
 // ---------------------------------------------------------------- processes
 
@@ -245,19 +232,6 @@ impl Drop for Proc {
 
 // ------------------------------------------------ discovery in namespace B
 
-/// Moves the calling thread into network namespace `ns`. Only this thread
-/// moves, and everything it starts afterwards (threads, sockets) lives
-/// there too.
-fn enter_netns(ns: &str) {
-    let f = std::fs::File::open(format!("/run/netns/{ns}"))
-        .unwrap_or_else(|e| panic!("namespace {ns}: {e}"));
-    // SAFETY: setns(2) on a valid, open namespace file descriptor with the
-    // matching namespace type only changes this thread's network namespace;
-    // it touches no memory of ours.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns({ns}): {}", std::io::Error::last_os_error());
-}
-
 /// `app::discover::Discovery` running in namespace `ns` on interface
 /// `iface`; every new list comes out of `lists`. Stops on drop.
 struct RemoteDiscovery {
@@ -268,12 +242,11 @@ struct RemoteDiscovery {
 }
 
 impl RemoteDiscovery {
-    fn start(ns: &str, iface: &str) -> RemoteDiscovery {
+    fn start(ns: &Netns, iface: &str) -> RemoteDiscovery {
         let (tx, lists) = mpsc::channel();
         let (stop, stopped) = mpsc::channel::<()>();
-        let (ns, iface) = (ns.to_owned(), iface.to_owned());
-        let thread = thread::spawn(move || {
-            enter_netns(&ns);
+        let iface = iface.to_owned();
+        let thread = ns.spawn(move || {
             let d = Discovery::start(lan::InterfaceChoice::Named(vec![iface]))
                 .expect("discovery starts");
             let mut last = d.view();
@@ -346,14 +319,11 @@ impl Drop for RemoteDiscovery {
 /// and with `--midi offer` the bytes round-trip through the host's echo.
 #[test]
 fn joins_a_midieditor_like_host_we_did_not_write() {
-    let ns = {
-        require_root();
-        Namespaces::lo("joinlo")
-    };
+    let ns = Netns::with_loopback_alias("joinlo");
     let mut serve = Proc::spawn(
         "serve",
-        Namespaces::command(
-            ns.a(),
+        command(
+            &ns,
             Path::new(BIN),
             &["serve", "--bind", "127.0.0.1", "--port", "0"],
         ),
@@ -371,8 +341,8 @@ fn joins_a_midieditor_like_host_we_did_not_write() {
     let script = interop_dir().join("mini_host.py");
     let mut mini = Proc::spawn(
         "mini_host",
-        Namespaces::command(
-            ns.a(),
+        command(
+            &ns,
             &python(),
             &[
                 "-u",
@@ -392,8 +362,8 @@ fn joins_a_midieditor_like_host_we_did_not_write() {
 
     let mut join = Proc::spawn(
         "join",
-        Namespaces::command(
-            ns.a(),
+        command(
+            &ns,
             Path::new(BIN),
             &[
                 "join",
@@ -458,8 +428,8 @@ fn joins_a_midieditor_like_host_we_did_not_write() {
     // The midi channel in the offer: the host echoes what we send.
     let mut join = Proc::spawn(
         "join --midi offer",
-        Namespaces::command(
-            ns.a(),
+        command(
+            &ns,
             Path::new(BIN),
             &[
                 "join",
@@ -494,17 +464,14 @@ fn joins_a_midieditor_like_host_we_did_not_write() {
 /// joiner's jam.
 #[test]
 fn an_open_jam_found_on_the_lan_is_joined_and_vanishes_when_the_host_stops() {
-    let ns = {
-        require_root();
-        Namespaces::pair("join")
-    };
-    let mut disco = RemoteDiscovery::start(ns.b(), "vB");
+    let ns = VethPair::new("join");
+    let mut disco = RemoteDiscovery::start(&ns.b, "vB");
 
     // Nothing there yet: `--browse-on` says so with its own status.
     let mut nothing = Proc::spawn(
         "join (nothing yet)",
-        Namespaces::command(
-            ns.b(),
+        command(
+            &ns.b,
             Path::new(BIN),
             &[
                 "join",
@@ -521,8 +488,8 @@ fn an_open_jam_found_on_the_lan_is_joined_and_vanishes_when_the_host_stops() {
 
     let mut host = Proc::spawn(
         "host",
-        Namespaces::command(
-            ns.a(),
+        command(
+            &ns.a,
             Path::new(BIN),
             &[
                 "host",
@@ -568,8 +535,8 @@ fn an_open_jam_found_on_the_lan_is_joined_and_vanishes_when_the_host_stops() {
 
     let mut join = Proc::spawn(
         "join --browse-on",
-        Namespaces::command(
-            ns.b(),
+        command(
+            &ns.b,
             Path::new(BIN),
             &[
                 "join",
@@ -626,16 +593,13 @@ fn an_open_jam_found_on_the_lan_is_joined_and_vanishes_when_the_host_stops() {
 /// port and path, and leaves the list when it unregisters.
 #[test]
 fn our_discovery_lists_a_jam_python_zeroconf_registers() {
-    let ns = {
-        require_root();
-        Namespaces::pair("join")
-    };
-    let mut disco = RemoteDiscovery::start(ns.b(), "vB");
+    let ns = VethPair::new("join");
+    let mut disco = RemoteDiscovery::start(&ns.b, "vB");
     let probe = interop_dir().join("zeroconf_probe.py");
     let mut zc = Proc::spawn(
         "zeroconf register",
-        Namespaces::command(
-            ns.a(),
+        command(
+            &ns.a,
             &python(),
             &[
                 "-u",

@@ -102,38 +102,31 @@ fn preflight() {
     );
 }
 
-#[path = "support/netns.rs"]
-mod netns;
-use netns::{send_signal as signal, Namespaces};
-
-/// Runs `ip args...`; panics with its stderr when it fails.
-fn ip(args: &[&str]) -> String {
-    netns::ip(args).unwrap_or_else(|e| panic!("{e}"))
-}
+#[path = "support/cli.rs"]
+mod cli;
+use test_support::{send_signal as signal, wait_until, Netns, VethPair};
 
 /// Namespaces A (`vA`, 10.77.0.1) and B (`vB`, 10.77.0.2) joined by a veth
 /// pair, plus the routes the module docs explain. Dropping it kills
 /// whatever still runs in them and deletes both.
 struct TwoNamespaces {
-    a: String,
-    b: String,
-    _ns: Namespaces,
+    a: Netns,
+    b: Netns,
 }
 
 impl TwoNamespaces {
     fn new() -> TwoNamespaces {
         preflight();
-        let ns = Namespaces::pair("mdns");
-        let (a, b) = (ns.a().to_owned(), ns.b().to_owned());
+        let VethPair { a, b, .. } = VethPair::new("mdns");
         // See the module docs for why each route is needed.
-        ip(&["-n", &a, "route", "add", "224.0.0.0/4", "dev", "vA"]);
-        ip(&["-n", &b, "route", "add", "default", "via", HOST_IP]);
-        TwoNamespaces { a, b, _ns: ns }
+        a.route_multicast("vA");
+        b.ip(&["route", "add", "default", "via", HOST_IP]);
+        TwoNamespaces { a, b }
     }
 
     /// `program args...` inside namespace `ns`, no `MIDI_RDV_*` inherited.
-    fn command(ns: &str, program: &Path, args: &[&str]) -> Command {
-        Namespaces::command(ns, program, args)
+    fn command(ns: &Netns, program: &Path, args: &[&str]) -> Command {
+        cli::command(ns, program, args)
     }
 }
 
@@ -367,8 +360,12 @@ fn join_with_mdns_candidates(no_mdns: bool) -> Join {
     assert_eq!(done["first_type"], "sessionWelcome");
     assert_eq!(done["pong"], true);
 
-    // Give the host's log a moment to catch up with the joiner's exit.
-    thread::sleep(Duration::from_millis(200));
+    // The host's log catches up with the joiner's exit: the lines the
+    // callers look for name the joiner's mDNS candidate. Not fatal here:
+    // the callers' assertions say what is missing.
+    wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        host.stderr().contains(&name)
+    });
     let host_log = host.stderr();
     drop(joiner);
     drop(host);

@@ -8,8 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use midi::midir_ports::MidirSystem;
-use midi::ports::{input_queue, MidiStatus, MidiSystem};
+use midi::ports::{input_queue, InputQueue, MidiStatus, MidiSystem, OutputPort};
 use midi::{MidiMessage, SysEx};
+use test_support::{wait_for, wait_until};
 
 struct Jackd(Child);
 
@@ -33,6 +34,23 @@ fn start_jackd(server: &str) -> Jackd {
     Jackd(child)
 }
 
+/// Waits until JACK carries what `out` sends to the input behind `q`: a
+/// new connection becomes active at the server's next cycle, and what is
+/// sent before that is lost. Probes with Tune Request (harmless, and not
+/// among what the test sends) and drops the probes that arrive.
+fn connected(out: &mut dyn OutputPort, q: &InputQueue) {
+    let probe = MidiMessage::TuneRequest;
+    let heard = wait_until(Duration::from_secs(5), Duration::from_millis(10), || {
+        out.send(&probe).expect("send a probe");
+        q.events
+            .recv_timeout(Duration::from_millis(20))
+            .is_ok_and(|e| e.message == probe)
+    });
+    assert!(heard, "the JACK connection never carried a message");
+    // Probes still under way.
+    while q.events.recv_timeout(Duration::from_millis(50)).is_ok() {}
+}
+
 #[test]
 fn virtual_ports_carry_messages_through_jack() {
     let server = format!("jamtest{}", std::process::id());
@@ -41,11 +59,9 @@ fn virtual_ports_carry_messages_through_jack() {
     std::env::set_var("JACK_NO_START_SERVER", "1");
     let _jackd = start_jackd(&server);
     let sys = MidirSystem::new("jam-test");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sys.status() != MidiStatus::Available {
-        assert!(Instant::now() < deadline, "JACK did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for("JACK to come up", Duration::from_secs(10), || {
+        sys.status() == MidiStatus::Available
+    });
 
     // Our virtual output, heard by our own input connected to it.
     let mut out = sys
@@ -59,7 +75,7 @@ fn virtual_ports_carry_messages_through_jack() {
         .expect("the virtual output is listed as an input");
     let (cb, q) = input_queue(256);
     let _in = sys.open_input(&port.id, cb).expect("open it");
-    std::thread::sleep(Duration::from_millis(200));
+    connected(&mut *out, &q);
 
     let payload: Vec<u8> = (0..200u8).map(|i| i % 128).collect();
     let sent = vec![
@@ -98,7 +114,7 @@ fn virtual_ports_carry_messages_through_jack() {
         .find(|p| p.name.ends_with(":virtual-in"))
         .expect("the virtual input is listed as an output");
     let mut other = sys.open_output(&target.id).expect("open it");
-    std::thread::sleep(Duration::from_millis(200));
+    connected(&mut *other, &q);
     let note = MidiMessage::NoteOn {
         channel: 0,
         key: 61,

@@ -797,6 +797,7 @@ async fn garbage_of_any_shape_disturbs_no_other_session() {
         let a = get(&c, &format!("{base}/code/{code}/host-answer/{id}")).await;
         assert_eq!(a.status, 200);
         assert_eq!(a.json, json!({"sdp": answer_sdp}));
+        // Paces the rounds (the scenario), not a wait for a result.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 

@@ -995,6 +995,7 @@ async fn joiner_offers_lists_in_arrival_order_with_epoch_ms_ts() {
     let order = ["zzzzzzzz-9", "aaaaaaaa-1", "MMMMMMMM-5"];
     for (i, id) in order.iter().enumerate() {
         expect_ok(&post_offer(&c, &base, &code, id, &fake_sdp(&format!("o{i}"))).await);
+        // Spaces the arrivals (the scenario), not a wait for a result.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let after = now_ms();
@@ -1589,6 +1590,8 @@ async fn answer_poll_started_before_the_offer_lands_gets_404_then_200() {
         panic!("no answer after 400 polls: {statuses:?}");
     };
     let host = async {
+        // The host answers a little later (the scenario: the joiner polls
+        // meanwhile); the offer it lists was posted before.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let offers = list_offers(&c, &base, &code).await;
         assert_eq!(ids(&offers), [joiner.as_str()]);

@@ -61,6 +61,7 @@ async fn an_active_keep_alive_connection_outlives_the_idle_timeout() {
     for _ in 0..6 {
         let r = health_on(&mut s).await;
         assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        // Paces the polls (the scenario), not a wait for a result.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     server.stop().await.unwrap();
@@ -82,6 +83,7 @@ async fn connections_past_the_cap_wait_for_a_free_slot() {
     // served while both slots are held.
     let mut c = TcpStream::connect(server.addr).await.unwrap();
     let third = tokio::spawn(async move { health_on(&mut c).await });
+    // A negative check (not served), so a fixed wait.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!third.is_finished(), "served past the connection cap");
 

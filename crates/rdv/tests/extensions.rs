@@ -146,6 +146,7 @@ async fn answer_long_poll_is_held_until_the_answer_is_posted() {
         format!("{base}/code/{code}/host-answer/waiting-joiner?wait=5000"),
         vec![],
     );
+    // A negative check (the poll is held), so a fixed wait.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(!poll.is_finished(), "answered before anything was posted");
 
@@ -214,6 +215,7 @@ async fn answer_long_poll_with_wait_above_25000_still_returns_when_the_answer_is
             format!("{base}/code/{code}/host-answer/{id}?wait={wait}"),
             vec![],
         );
+        // A negative check (the poll is held), so a fixed wait.
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!poll.is_finished(), "wait={wait} was not held");
         let posted_at = Instant::now();
@@ -332,6 +334,7 @@ async fn offers_long_poll_is_held_until_a_new_offer_arrives() {
 
     // An empty session: held until the first offer.
     let poll = spawn_get(&c, url.clone(), vec![]);
+    // A negative check (the poll is held), so a fixed wait.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!poll.is_finished(), "an empty list was returned at once");
     let posted_at = Instant::now();
@@ -350,6 +353,7 @@ async fn offers_long_poll_is_held_until_a_new_offer_arrives() {
         200
     );
     let poll = spawn_get(&c, url, vec![]);
+    // A negative check (the poll is held), so a fixed wait.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !poll.is_finished(),
@@ -361,6 +365,7 @@ async fn offers_long_poll_is_held_until_a_new_offer_arrives() {
             .status,
         200
     );
+    // A negative check (the poll is held), so a fixed wait.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!poll.is_finished(), "an answer is not a new offer");
     let posted_at = Instant::now();

@@ -31,6 +31,8 @@ async fn an_http_offer_reaches_the_in_process_host_at_once() {
             (got, Instant::now())
         })
     };
+    // Lets the long-poll park first (the scenario; what is asserted is then
+    // awaited with a timeout); the server shows no "waiting" to poll for.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let posted_at = Instant::now();
     let r = post(
@@ -90,6 +92,8 @@ async fn an_in_process_answer_releases_the_joiners_long_poll() {
     );
     let c = client();
     let poll = tokio::spawn(async move { get(&c, &url).await });
+    // Lets the long-poll park first (the scenario; what is asserted is then
+    // awaited with a timeout); the server shows no "waiting" to poll for.
     tokio::time::sleep(Duration::from_millis(100)).await;
     rdv.host_answer(s.code, &s.host_token, "joiner-0001", "v=0 answer".into())
         .unwrap();
@@ -120,6 +124,8 @@ async fn closing_the_session_ends_it_for_joiners_and_waiters() {
         let url = format!("{base}/code/{code}/joiner-offers?wait=10000");
         tokio::spawn(async move { get(&c, &url).await })
     };
+    // Lets the long-poll park first (the scenario; what is asserted is then
+    // awaited with a timeout); the server shows no "waiting" to poll for.
     tokio::time::sleep(Duration::from_millis(100)).await;
     rdv.host_close(code, &s.host_token).unwrap();
     let r = tokio::time::timeout(Duration::from_secs(2), waiter)

@@ -7,13 +7,14 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
+use test_support::VethPair;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -65,20 +66,6 @@ pub fn which(bin: &str) -> Option<PathBuf> {
     dirs.into_iter().map(|d| d.join(bin)).find(|p| p.is_file())
 }
 
-pub fn ip(args: &[&str]) {
-    let o = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("ip {}: {e}", args.join(" ")));
-    assert!(
-        o.status.success(),
-        "ip {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr).trim()
-    );
-}
-
 /// Everything one test runs, torn down on drop (also when it fails).
 pub struct Rig {
     pub n: usize,
@@ -89,6 +76,8 @@ pub struct Rig {
     xvfb: Option<Child>,
     driver: Option<Child>,
     pub driver_port: u16,
+    /// A (the app, `vA`) and B (the joiners, `vB`); deleted last, on drop.
+    pub net: VethPair,
 }
 
 impl Rig {
@@ -97,7 +86,13 @@ impl Rig {
         preflight();
         let n = NEXT.fetch_add(1, Ordering::Relaxed) + (std::process::id() as usize % 50) * 4;
         let pid = std::process::id();
-        let (ns_a, ns_b) = (format!("uiA-{pid}-{n}"), format!("uiB-{pid}-{n}"));
+        let net = VethPair::with_addresses(
+            "ui",
+            Ipv4Addr::new(10, 78, (n % 250) as u8, 1),
+            Ipv4Addr::new(10, 78, (n % 250) as u8, 2),
+        );
+        net.a.route_multicast("vA");
+        let (ns_a, ns_b) = (net.a.name().to_owned(), net.b.name().to_owned());
         let dir = std::env::temp_dir().join(format!("midi-jam-ui-{pid}-{n}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("config")).unwrap();
@@ -110,37 +105,9 @@ impl Rig {
             xvfb: None,
             driver: None,
             driver_port: 4444,
+            net,
         };
-        let (a, b) = (rig.ns_a.clone(), rig.ns_b.clone());
-        ip(&["netns", "add", &a]);
-        ip(&["netns", "add", &b]);
-        ip(&[
-            "-n", &a, "link", "add", "vA", "type", "veth", "peer", "name", "vB", "netns", &b,
-        ]);
-        ip(&[
-            "-n",
-            &a,
-            "addr",
-            "add",
-            &format!("{}/24", rig.host_ip()),
-            "dev",
-            "vA",
-        ]);
-        ip(&[
-            "-n",
-            &b,
-            "addr",
-            "add",
-            &format!("{}/24", rig.joiner_ip()),
-            "dev",
-            "vB",
-        ]);
-        for (ns, dev) in [(&a, "vA"), (&b, "vB")] {
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ip(&["-n", ns, "link", "set", dev, "multicast", "on", "up"]);
-        }
-        ip(&["-n", &a, "route", "add", "224.0.0.0/4", "dev", "vA"]);
-        enter_netns(&a);
+        rig.net.a.enter();
         rig.start_xvfb();
         if driver {
             rig.start_driver();
@@ -149,11 +116,11 @@ impl Rig {
     }
 
     pub fn host_ip(&self) -> String {
-        format!("10.78.{}.1", self.n % 250)
+        self.net.ip_a.to_string()
     }
 
     pub fn joiner_ip(&self) -> String {
-        format!("10.78.{}.2", self.n % 250)
+        self.net.ip_b.to_string()
     }
 
     pub fn config_home(&self) -> PathBuf {
@@ -242,9 +209,9 @@ impl Rig {
     /// Runs the aiortc joiner from namespace B against `url` with `code`.
     pub fn joiner(&self, url: &str, code: &str, name: &str, stay_s: f64) -> Child {
         let interop = repo().join("tests/interop");
-        Command::new("ip")
-            .args(["netns", "exec", &self.ns_b])
-            .arg(interop.join(".venv/bin/python"))
+        self.net
+            .b
+            .command(interop.join(".venv/bin/python"))
             .arg(interop.join("aiortc_joiner.py"))
             .args(["--url", url, "--code", code, "--name", name])
             .args([
@@ -274,10 +241,8 @@ impl Rig {
         sends: &[&str],
     ) -> Child {
         let interop = repo().join("tests/interop");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns_b])
-            .arg(interop.join(".venv/bin/python"))
-            .arg(interop.join("midi_joiner.py"))
+        let mut cmd = self.net.b.command(interop.join(".venv/bin/python"));
+        cmd.arg(interop.join("midi_joiner.py"))
             .args(["--url", url, "--code", code, "--name", name])
             .args([
                 "--stay",
@@ -311,20 +276,9 @@ impl Drop for Rig {
             let _ = c.kill();
             let _ = c.wait();
         }
-        for ns in [&self.ns_a, &self.ns_b] {
-            if let Ok(o) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                let me = std::process::id().to_string();
-                // A caller whose main thread entered the namespace (the
-                // benchmark) is listed too; it must not kill itself.
-                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                    if pid == me {
-                        continue;
-                    }
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-            }
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
+        // `net` is dropped after this: it stops what still runs in the
+        // namespaces (never this process, whose thread entered A) and
+        // deletes them.
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         } else {
@@ -333,20 +287,6 @@ impl Drop for Rig {
     }
 }
 
-/// Moves the calling thread (and every process it starts) into `ns`.
-pub fn enter_netns(ns: &str) {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("netns file");
-    // SAFETY: setns on a valid namespace fd only changes this thread's
-    // network namespace; the fd stays open for the call.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-}
-
-pub fn wait_for(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !ok() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+pub fn wait_for(limit: Duration, what: &str, ok: impl FnMut() -> bool) {
+    test_support::wait_for(what, limit, ok);
 }

@@ -10,9 +10,14 @@
 //!   state snapshot and events for the front end.
 //! - [`discover`]: the jams on the LAN for the Join view, and typed
 //!   addresses turned into rendezvous URLs.
+//! - [`facade`]: [`App`], the one object a front end drives: it owns the
+//!   hosted jam, the joined jam with its MIDI port hand-over, discovery,
+//!   the settings file and the connection test, and decides everything
+//!   about them; a front end only maps its commands and events onto it.
 
 pub mod check;
 pub mod discover;
+pub mod facade;
 pub mod joined_midi;
 pub mod joining;
 pub mod local_midi;
@@ -20,3 +25,5 @@ pub mod midi_ports;
 pub mod midieditor;
 pub mod session;
 pub mod settings;
+
+pub use facade::{App, AppConfig, CloseAnswer, Event};

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{watch, Mutex, RwLock};
 
 use crate::discover::{Discovery, DiscoveryView};
 use crate::midi_ports::MidiPorts;
@@ -182,12 +182,16 @@ pub struct App {
 struct Inner {
     config: AppConfig,
     sink: Sink,
-    /// The hosted jam; `None` once stopped.
-    jam: Mutex<Option<Jam>>,
-    /// The hosted jam's view, readable without waiting for anything.
+    /// The hosted jam; `None` once stopped. Read-locked by every intent
+    /// (the jam queues them itself), write-locked only to stop it.
+    jam: RwLock<Option<Jam>>,
+    /// The hosted jam's view, readable without waiting for anything: a
+    /// save that is restarting part of the jam never hides its peers.
     jam_view: watch::Receiver<JamView>,
     /// The saved settings.
     settings: StdMutex<Settings>,
+    /// One save at a time, so the file and the jam end with the same one.
+    saving: Mutex<()>,
     load_warnings: Vec<String>,
     /// Set once closing is decided (confirmed, or nobody to ask).
     closing: AtomicBool,
@@ -234,9 +238,10 @@ impl App {
             inner: Arc::new(Inner {
                 config,
                 sink,
-                jam: Mutex::new(Some(jam)),
+                jam: RwLock::new(Some(jam)),
                 jam_view,
                 settings: StdMutex::new(settings),
+                saving: Mutex::new(()),
                 load_warnings: loaded.warnings,
                 closing: AtomicBool::new(false),
                 checking: AtomicBool::new(false),
@@ -273,12 +278,9 @@ impl App {
 
     /// Peers in the hosted jam that were welcomed.
     pub fn connected_peers(&self) -> usize {
-        // Read as the window's close button always did: from the jam
-        // itself, when nobody else holds it.
-        match self.inner.jam.try_lock() {
-            Ok(j) => j.as_ref().map(|j| j.view().connected()).unwrap_or(0),
-            Err(_) => 0,
-        }
+        // From the view, not the jam: the jam may be busy applying a save,
+        // and "busy" must never read as "nobody there".
+        self.inner.jam_view.borrow().connected()
     }
 
     /// What the settings pane opens with (the MIDI ports listed now).
@@ -315,6 +317,7 @@ impl App {
     /// jam to them. Invalid values change nothing, on disk or live.
     pub async fn save_settings(&self, form: Value) -> Result<Saved, Vec<FieldError>> {
         let settings = read_form(form)?;
+        let _one = self.inner.saving.lock().await;
         let path = self.inner.config.settings_path.clone();
         let to_write = settings.clone();
         tokio::task::spawn_blocking(move || crate::settings::save_file(&path, &to_write))
@@ -334,7 +337,7 @@ impl App {
             .settings
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = settings.clone();
-        if let Some(jam) = self.inner.jam.lock().await.as_ref() {
+        if let Some(jam) = self.inner.jam.read().await.as_ref() {
             jam.apply(settings.clone()).await;
         }
         Ok(Saved {
@@ -345,21 +348,21 @@ impl App {
 
     /// Drops a peer from the hosted jam.
     pub async fn kick(&self, peer: u64) {
-        if let Some(jam) = self.inner.jam.lock().await.as_ref() {
+        if let Some(jam) = self.inner.jam.read().await.as_ref() {
             jam.kick(peer).await;
         }
     }
 
     /// Mutes or unmutes a peer on this computer's MIDI output.
     pub async fn mute(&self, peer: u64, muted: bool) {
-        if let Some(jam) = self.inner.jam.lock().await.as_ref() {
+        if let Some(jam) = self.inner.jam.read().await.as_ref() {
             jam.set_muted(peer, muted).await;
         }
     }
 
     /// Releases every sounding note everywhere (the panic button).
     pub async fn panic(&self) {
-        if let Some(jam) = self.inner.jam.lock().await.as_ref() {
+        if let Some(jam) = self.inner.jam.read().await.as_ref() {
             jam.panic().await;
         }
     }
@@ -503,7 +506,7 @@ impl App {
         );
         let midi = crate::joined_midi::JoinedMidi::start(&joiner);
         let ports = midi.ports();
-        if let Some(jam) = self.inner.jam.lock().await.as_ref() {
+        if let Some(jam) = self.inner.jam.read().await.as_ref() {
             jam.route_ports(Some(ports.clone())).await;
         }
         // A joined jam that ends by itself (host gone, kicked) gives the
@@ -512,7 +515,7 @@ impl App {
         let back = self.clone();
         tokio::spawn(async move {
             ended.await;
-            if let Some(jam) = back.inner.jam.lock().await.as_ref() {
+            if let Some(jam) = back.inner.jam.read().await.as_ref() {
                 jam.return_ports(ports).await;
             }
         });
@@ -534,7 +537,7 @@ impl App {
     async fn leave_joined(&self, j: Joined) {
         let ports = j.midi.ports();
         j.midi.close().await;
-        if let Some(jam) = self.inner.jam.lock().await.as_ref() {
+        if let Some(jam) = self.inner.jam.read().await.as_ref() {
             jam.return_ports(ports).await;
         }
         j.joiner.leave().await;
@@ -610,7 +613,7 @@ impl App {
             // Stopping the browser joins its thread: off the async runtime.
             let _ = tokio::task::spawn_blocking(move || d.stop()).await;
         }
-        let jam = self.inner.jam.lock().await.take();
+        let jam = self.inner.jam.write().await.take();
         if let Some(jam) = jam {
             jam.stop().await;
         }
@@ -626,11 +629,7 @@ fn one_error(message: String) -> Vec<FieldError> {
 
 /// The pane's values as settings, normalised and validated.
 fn read_form(form: Value) -> Result<Settings, Vec<FieldError>> {
-    let settings: Settings =
-        serde_json::from_value(form).map_err(|e| one_error(e.to_string()))?;
-    let settings = settings.normalized();
-    settings.validate()?;
-    Ok(settings)
+    crate::settings::from_form(form)
 }
 
 /// Sends every new value of `rx` to `sink` as `wrap(value)` (the current

@@ -24,6 +24,9 @@ use jam::rtc::IceServer;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod form;
+pub use form::from_form;
+
 /// One STUN/TURN server row as the settings pane edits it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default, rename_all = "camelCase")]

@@ -11,9 +11,9 @@ mod logging;
 
 use app::check::Outcome;
 use app::discover::DiscoveryView;
-use app::facade::{Saved, SettingsPayload};
-use app::midieditor::ApplyReport;
+use app::facade::{SaveImpact, Saved, SettingsPayload};
 use app::midi_ports::MidiPorts;
+use app::midieditor::ApplyReport;
 use app::session::JamView;
 use app::settings::{FieldError, IceRow};
 use app::{App, AppConfig, CloseAnswer};
@@ -38,6 +38,11 @@ async fn get_settings(app: State<'_, App>) -> Result<SettingsPayload, ()> {
 #[tauri::command]
 async fn save_settings(app: State<'_, App>, settings: Value) -> Result<Saved, Vec<FieldError>> {
     app.save_settings(settings).await
+}
+
+#[tauri::command]
+fn save_impact(app: State<'_, App>, settings: Value) -> Result<SaveImpact, Vec<FieldError>> {
+    app.save_impact(settings)
 }
 
 #[tauri::command]
@@ -135,6 +140,7 @@ fn main() {
             get_view,
             get_settings,
             save_settings,
+            save_impact,
             validate_settings,
             kick,
             mute,

@@ -920,3 +920,116 @@ fn a_peer_playing_lights_up_can_be_muted_and_panic_releases_its_notes() {
     let _ = cleo.wait();
     app.close();
 }
+
+/// Whether the peer list shows `name` as connected.
+fn connected_row(name: &str) -> String {
+    format!(
+        "return [...document.querySelectorAll('#peers tbody tr')].some(r => r.cells[0].textContent === {} && r.cells[2].textContent === 'Connected');",
+        json!(name)
+    )
+}
+
+#[test]
+fn saving_a_new_name_with_a_peer_connected_asks_first_in_the_apps_words() {
+    let _one = lock();
+    let rig = Rig::new(true);
+    rig.seed_settings(json!({}));
+    let file = rig.app_config().join("settings.json");
+    let app = launch(&rig);
+    let code = app.code();
+    let url = format!("http://{}:8787", rig.host_ip());
+    let mut ada = rig.joiner(&url, &code, "Ada", 120.0);
+    app.wait_js(
+        Duration::from_secs(30),
+        "Ada connected",
+        &connected_row("Ada"),
+    );
+    let before = std::fs::read(&file).unwrap();
+
+    // A new name restarts the host: the window asks, with Rust's words.
+    app.open_settings();
+    app.type_into("#displayName", "Keys in the kitchen");
+    app.click("#save");
+    let asked = app.wait_js(
+        Duration::from_secs(15),
+        "the question before saving",
+        "const d = document.getElementById('confirm-save'); return d.open ? document.getElementById('confirm-save-text').textContent : null;",
+    );
+    eprintln!("asked: {asked}");
+    let asked = asked.as_str().unwrap();
+    assert!(
+        asked.contains("1 peer(s)") && asked.contains("new code"),
+        "{asked}"
+    );
+    app.screenshot("settings-confirm-save.png");
+
+    // "Do not save": nothing written, Ada stays.
+    app.click("#confirm-save-cancel");
+    app.wait_js(
+        Duration::from_secs(10),
+        "the question closed",
+        "return !document.getElementById('confirm-save').open;",
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), before, "nothing saved");
+    assert_eq!(app.js(&connected_row("Ada")), json!(true), "Ada stays");
+    assert_eq!(app.code(), code, "same code");
+
+    // "Save anyway": saved, and the jam restarts without Ada.
+    app.click("#save");
+    app.wait_js(
+        Duration::from_secs(15),
+        "the question again",
+        "return document.getElementById('confirm-save').open;",
+    );
+    app.click("#confirm-save-go");
+    app.wait_js(
+        Duration::from_secs(15),
+        "saved",
+        "return document.getElementById('settings-msg').textContent === 'Settings saved.';",
+    );
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        on_disk["settings"]["displayName"],
+        json!("Keys in the kitchen")
+    );
+    app.wait_js(
+        Duration::from_secs(30),
+        "Ada dropped by the restart",
+        "return ![...document.querySelectorAll('#peers tbody tr')].some(r => r.cells[0].textContent === 'Ada' && r.cells[2].textContent === 'Connected');",
+    );
+    let _ = ada.kill();
+    let _ = ada.wait();
+    app.close();
+}
+
+#[test]
+fn an_emptied_number_field_is_named_beside_it_and_nothing_is_saved() {
+    let _one = lock();
+    let rig = Rig::new(true);
+    rig.seed_settings(json!({}));
+    let file = rig.app_config().join("settings.json");
+    let before = std::fs::read(&file).unwrap();
+    let app = launch(&rig);
+    app.code();
+    app.open_settings();
+    app.type_into("#listenPort", "");
+    app.click("#save");
+    let said = app.wait_js(
+        Duration::from_secs(10),
+        "the port's own message",
+        "const t = document.querySelector('[data-error-for=\"listenPort\"]').textContent; return t ? t : null;",
+    );
+    eprintln!("beside the port: {said}");
+    let said = said.as_str().unwrap();
+    assert!(said.contains("port"), "{said}");
+    assert!(
+        !said.contains("invalid") && !said.contains("expected"),
+        "words, not a deserialiser's: {said}"
+    );
+    assert_eq!(
+        app.js("return document.getElementById('listenPort').getAttribute('aria-invalid');"),
+        json!("true")
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), before, "nothing saved");
+    app.close();
+}

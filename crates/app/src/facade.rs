@@ -141,6 +141,48 @@ pub struct Saved {
     pub message: String,
 }
 
+/// What saving new settings will restart, for the window to show (and ask
+/// about) before it saves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SaveImpact {
+    /// The rendezvous moves (new URL or port).
+    pub rendezvous: bool,
+    /// The host restarts: a new code, everyone in the jam is dropped.
+    pub host: bool,
+    /// The LAN advert is renewed.
+    pub advert: bool,
+    /// Peers connected now that the save disconnects.
+    pub dropped_peers: usize,
+    /// What to ask before saving, when peers would be dropped; `None`: save
+    /// without asking.
+    pub question: Option<String>,
+}
+
+/// The impact of saving `new` over `old` with `connected` peers in the jam.
+pub fn save_impact(old: &Settings, new: &Settings, connected: usize) -> SaveImpact {
+    // The one restart decision; the lead points this at hosted::Impact::between.
+    let (rendezvous, host, advert) = crate::session::needs_restart(old, new);
+    let dropped_peers = if host { connected } else { 0 };
+    let question = (dropped_peers > 0).then(|| {
+        let what = if rendezvous {
+            "The jam moves to a new address and gets a new code"
+        } else {
+            "The jam restarts with a new code"
+        };
+        format!(
+            "{what}: the {dropped_peers} peer(s) connected now are disconnected and must join again. Save anyway?"
+        )
+    });
+    SaveImpact {
+        rendezvous,
+        host,
+        advert,
+        dropped_peers,
+        question,
+    }
+}
+
 /// What closing the window does now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseAnswer {
@@ -312,6 +354,14 @@ impl App {
         read_form(form).map(|_| ())
     }
 
+    /// What saving the pane's values would restart now, and the question to
+    /// ask first when that drops peers. Invalid values are the error, as
+    /// [`save_settings`](Self::save_settings) would give them.
+    pub fn save_impact(&self, form: Value) -> Result<SaveImpact, Vec<FieldError>> {
+        let new = read_form(form)?;
+        Ok(save_impact(&self.saved(), &new, self.connected_peers()))
+    }
+
     /// Validates the pane's values, writes them to the settings file
     /// (atomically; other keys of the file are kept), and moves the hosted
     /// jam to them. Invalid values change nothing, on disk or live.
@@ -380,18 +430,15 @@ impl App {
     /// Writes the saved rendezvous URL (or, when it is the bundled one, the
     /// address of this jam) and the STUN/TURN list into MidiEditor's own
     /// settings.
-    pub async fn apply_to_midieditor(
-        &self,
-    ) -> Result<crate::midieditor::ApplyReport, String> {
+    pub async fn apply_to_midieditor(&self) -> Result<crate::midieditor::ApplyReport, String> {
         let settings = self.saved();
         let url = match settings.rendezvous_url.trim() {
             "" => self.view().urls.first().cloned().unwrap_or_default(),
             u => u.to_owned(),
         };
-        let location =
-            self.inner.config.midieditor.clone().ok_or_else(|| {
-                "MidiEditor's settings location is unknown on this system.".to_owned()
-            })?;
+        let location = self.inner.config.midieditor.clone().ok_or_else(|| {
+            "MidiEditor's settings location is unknown on this system.".to_owned()
+        })?;
         let rows = settings.ice_servers;
         tokio::task::spawn_blocking(move || {
             crate::midieditor::apply(&location, &url, &rows).map_err(|e| e.to_string())

@@ -296,8 +296,9 @@ struct Supervisor {
     port_notices: crate::local_midi::Notices,
 }
 
-/// Which parts a settings change touches.
-fn needs_restart(old: &Settings, new: &Settings) -> (bool, bool, bool) {
+/// Which parts a settings change touches: (rendezvous, host, advert).
+/// Public for `facade::save_impact` until `hosted::Impact::between` takes over.
+pub fn needs_restart(old: &Settings, new: &Settings) -> (bool, bool, bool) {
     let server = old.listen_port != new.listen_port
         || old.rendezvous_url.trim() != new.rendezvous_url.trim();
     let host = server

@@ -158,6 +158,18 @@ async fn closing_while_a_save_applies_still_asks_about_the_connected_peer() {
         .filter(|e| matches!(e, Event::ConfirmClose(1)))
         .count();
     assert!(asked >= 20, "the window was asked each time ({asked})");
+
+    // A new name restarts the host: the window must ask first, in words.
+    let mut renamed = r.app.settings();
+    renamed.display_name = "Keys in the kitchen".to_owned();
+    let impact = r.app.save_impact(form(&renamed)).unwrap();
+    assert!(impact.host && !impact.rendezvous, "{impact:?}");
+    assert_eq!(impact.dropped_peers, 1);
+    let q = impact.question.expect("a question");
+    assert!(q.contains("1 peer(s)") && q.contains("new code"), "{q}");
+    // A MIDI port change drops nobody: no question.
+    let impact = r.app.save_impact(form(&r.app.settings())).unwrap();
+    assert_eq!(impact.question, None);
     r.app.shutdown().await;
 }
 
@@ -201,4 +213,59 @@ async fn an_emptied_or_non_numeric_number_field_is_an_error_beside_that_field() 
     let on_disk = app::settings::load_file(&r.settings_path());
     assert_eq!(on_disk.settings.gather_timeout_ms, 1500);
     r.app.shutdown().await;
+}
+
+#[test]
+fn every_change_that_restarts_the_host_asks_when_peers_are_there() {
+    use app::facade::save_impact;
+    let old = Settings::default();
+    let change = |f: fn(&mut Settings)| {
+        let mut s = old.clone();
+        f(&mut s);
+        s
+    };
+    let restarting = [
+        ("name", change(|s| s.display_name = "Other".into())),
+        (
+            "STUN/TURN list",
+            change(|s| {
+                s.ice_servers = vec![app::settings::IceRow {
+                    url: "stun:127.0.0.1:3478".into(),
+                    ..Default::default()
+                }]
+            }),
+        ),
+        ("gathering cap", change(|s| s.gather_timeout_ms = 1500)),
+        ("peer limit", change(|s| s.max_peers = 12)),
+        ("port", change(|s| s.listen_port = 9000)),
+        (
+            "rendezvous URL",
+            change(|s| s.rendezvous_url = "http://127.0.0.1:9".into()),
+        ),
+    ];
+    for (what, new) in &restarting {
+        let i = save_impact(&old, new, 2);
+        assert!(i.host, "{what}: {i:?}");
+        assert_eq!(i.dropped_peers, 2, "{what}");
+        assert!(
+            i.question
+                .as_deref()
+                .is_some_and(|q| q.contains("2 peer(s)")),
+            "{what}: {i:?}"
+        );
+        assert_eq!(
+            save_impact(&old, new, 0).question,
+            None,
+            "{what}: nobody to drop"
+        );
+    }
+    let quiet = [
+        ("LAN advert", change(|s| s.open_jam = true)),
+        ("MIDI input", change(|s| s.midi_input = "Keys".into())),
+        ("nothing", old.clone()),
+    ];
+    for (what, new) in &quiet {
+        let i = save_impact(&old, new, 2);
+        assert!(!i.host && i.question.is_none(), "{what}: {i:?}");
+    }
 }

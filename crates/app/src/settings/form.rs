@@ -168,20 +168,46 @@ mod tests {
 
     #[test]
     fn numbers_are_read_from_their_text() {
-        let s = from_form(json!({"listenPort": " 9000 ", "maxPeers": 12, "gatherTimeoutMs": "1500"}))
-            .unwrap();
-        assert_eq!((s.listen_port, s.max_peers, s.gather_timeout_ms), (9000, 12, 1500));
+        let s =
+            from_form(json!({"listenPort": " 9000 ", "maxPeers": 12, "gatherTimeoutMs": "1500"}))
+                .unwrap();
+        assert_eq!(
+            (s.listen_port, s.max_peers, s.gather_timeout_ms),
+            (9000, 12, 1500)
+        );
     }
 
     #[test]
     fn empty_signed_fractional_and_huge_numbers_are_each_named() {
-        for bad in [json!(""), json!("  "), json!("-1"), json!("1.5"), json!("8o8o"), json!(-1), json!(1.5), json!(null), json!(true)] {
-            assert_eq!(fields(from_form(json!({"listenPort": bad.clone()}))), ["listenPort"], "{bad}");
+        for bad in [
+            json!(""),
+            json!("  "),
+            json!("-1"),
+            json!("1.5"),
+            json!("8o8o"),
+            json!(-1),
+            json!(1.5),
+            json!(null),
+            json!(true),
+        ] {
+            assert_eq!(
+                fields(from_form(json!({"listenPort": bad.clone()}))),
+                ["listenPort"],
+                "{bad}"
+            );
         }
-        assert_eq!(fields(from_form(json!({"listenPort": "70000"}))), ["listenPort"]);
-        assert_eq!(fields(from_form(json!({"maxPeers": "99999999999"}))), ["maxPeers"]);
         assert_eq!(
-            fields(from_form(json!({"gatherTimeoutMs": "999999999999999999999999"}))),
+            fields(from_form(json!({"listenPort": "70000"}))),
+            ["listenPort"]
+        );
+        assert_eq!(
+            fields(from_form(json!({"maxPeers": "99999999999"}))),
+            ["maxPeers"]
+        );
+        assert_eq!(
+            fields(from_form(
+                json!({"gatherTimeoutMs": "999999999999999999999999"})
+            )),
             ["gatherTimeoutMs"]
         );
     }
@@ -191,13 +217,22 @@ mod tests {
         let e = from_form(json!({"maxPeers": "", "displayName": " ", "listenPort": "0", "rendezvousUrl": "ftp://x"}))
             .unwrap_err();
         let f: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(f, ["displayName", "rendezvousUrl", "listenPort", "maxPeers"]);
-        assert!(e[3].message.starts_with("Enter how many musicians"), "{e:?}");
+        assert_eq!(
+            f,
+            ["displayName", "rendezvousUrl", "listenPort", "maxPeers"]
+        );
+        assert!(
+            e[3].message.starts_with("Enter how many musicians"),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn a_value_of_the_wrong_kind_names_its_field() {
-        assert_eq!(fields(from_form(json!({"advertise": "yes"}))), ["advertise"]);
+        assert_eq!(
+            fields(from_form(json!({"advertise": "yes"}))),
+            ["advertise"]
+        );
         assert_eq!(fields(from_form(json!([1, 2]))), [""]);
     }
 }

@@ -6,7 +6,6 @@
 
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
-mod instance;
 mod logging;
 
 use app::check::Outcome;
@@ -136,6 +135,14 @@ async fn quit(handle: AppHandle, app: State<'_, App>) -> Result<(), ()> {
 fn main() {
     let started = std::time::Instant::now();
     tauri::Builder::default()
+        // First: a second launch hands over to the first (which comes to
+        // the front) and exits before anything else starts. Linux finds the
+        // first over the D-Bus session bus, under the app's identifier;
+        // without a session bus every launch runs on its own.
+        .plugin(tauri_plugin_single_instance::init(|handle, _args, _cwd| {
+            tracing::info!("a second launch asked for the window");
+            focus_main(handle);
+        }))
         .invoke_handler(tauri::generate_handler![
             get_view,
             get_settings,
@@ -160,15 +167,6 @@ fn main() {
         .setup(move |tauri_app| {
             let config_dir = tauri_app.path().app_config_dir()?;
             std::fs::create_dir_all(&config_dir)?;
-            // A second launch hands over to the first and leaves.
-            let handle = tauri_app.handle().clone();
-            match instance::claim(&config_dir, move || focus_main(&handle)) {
-                instance::Claim::First => {}
-                instance::Claim::Other => {
-                    println!("MIDI Jam is already running; its window was brought to the front.");
-                    std::process::exit(0);
-                }
-            }
             let log_dir = tauri_app.path().app_log_dir()?;
             logging::init(&log_dir);
             let mut config = AppConfig::new(config_dir, log_dir);

@@ -30,6 +30,11 @@ use rig::{repo, Rig};
 const APP: &str = env!("CARGO_BIN_EXE_midi-jam");
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// How much longer than on a quiet machine a condition may take: the tests
+/// must pass while other builds use both cores (WebKit, the app and the
+/// joiners then get a fraction of the CPU).
+const SLACK: u32 = 3;
+
 /// One WebKit at a time: two cores do not run two apps and their joiners
 /// well, and the timeouts below assume a quiet machine.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -185,23 +190,32 @@ impl Session {
     }
 
     /// Clicks like a user (WebDriver's pointer click) and checks that the
-    /// click reached the element; if it did not (a layout change between
-    /// WebDriver's scroll and its click, seen under load), clicks again.
+    /// click reached an element matching `css`; if none did (a layout
+    /// change between WebDriver's scroll and its click), clicks again.
+    ///
+    /// The check listens on the document, not on the element found: a
+    /// click that lands on a matching element which replaced the one found
+    /// (the window re-rendering) did reach its target, and clicking again
+    /// would toggle twice (the cause of "timed out waiting for Cleo
+    /// muted" on a loaded machine).
     fn click(&self, css: &str) {
         let arm = format!(
-            "const e = document.querySelector({}); if (!e) return false; window.__clicked = false; e.addEventListener('click', () => {{ window.__clicked = true; }}, {{once: true, capture: true}}); return true;",
+            "const css = {}; if (!document.querySelector(css)) return false; window.__clicked = false; if (window.__clickArm) document.removeEventListener('click', window.__clickArm, true); window.__clickArm = (ev) => {{ if (ev.target instanceof Element && ev.target.closest(css)) window.__clicked = true; }}; document.addEventListener('click', window.__clickArm, true); return true;",
             json!(css)
         );
         for attempt in 0..4 {
             assert_eq!(self.js(&arm), json!(true), "no element {css}");
             let e = self.find(css);
             let r = self.call("POST", &format!("/element/{e}/click"), Some(json!({})));
+            let stale = r["value"]["error"].as_str() == Some("stale element reference");
             assert!(
-                r["value"].is_null() || r.get("raw").is_some(),
+                r["value"].is_null() || r.get("raw").is_some() || stale,
                 "click {css}: {r}"
             );
+            // Generous: on a loaded machine the click event can take a
+            // while to be dispatched; a second click must never race it.
             let t = Instant::now();
-            while t.elapsed() < Duration::from_millis(1500) {
+            while t.elapsed() < Duration::from_secs(5) {
                 if self.js("return window.__clicked === true;") == json!(true) {
                     return;
                 }
@@ -237,8 +251,11 @@ impl Session {
         .to_owned()
     }
 
-    /// Waits until `script` returns something truthy; returns it.
+    /// Waits until `script` returns something truthy; returns it. `limit`
+    /// is what a quiet machine needs; the wait allows [`SLACK`] times as
+    /// much, since a condition met early returns at once anyway.
     fn wait_js(&self, limit: Duration, what: &str, script: &str) -> Value {
+        let limit = limit * SLACK;
         let t = Instant::now();
         loop {
             let v = self.js(script);
@@ -410,7 +427,7 @@ fn the_code_appears_and_a_joiner_shows_up_in_the_peer_list_then_leaves() {
             break st;
         }
         assert!(
-            t.elapsed() < Duration::from_secs(20),
+            t.elapsed() < Duration::from_secs(20) * SLACK,
             "kicked joiner still connected"
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -578,7 +595,7 @@ fn apply_to_midieditor_writes_its_two_keys_and_keeps_the_others() {
 }
 
 #[test]
-fn a_corrupt_settings_file_is_set_aside_and_a_second_launch_leaves_the_first_running() {
+fn a_corrupt_settings_file_is_set_aside_and_a_second_launch_hands_over_to_the_first() {
     let _one = lock();
     let rig = Rig::new(true);
     std::fs::create_dir_all(rig.app_config()).unwrap();
@@ -604,22 +621,42 @@ fn a_corrupt_settings_file_is_set_aside_and_a_second_launch_leaves_the_first_run
         b"{\"settings\": {\"displayName\": \"half a fi"
     );
 
-    // A second launch with the same config folder hands over and exits.
+    // A second launch (same user, same session bus) hands over and exits;
+    // the first is asked to bring its window to the front.
     let t = Instant::now();
-    let out = Command::new(APP)
+    let mut second = Command::new(APP)
         .env("DISPLAY", &rig.display)
         .env("XDG_CONFIG_HOME", rig.config_home())
         .env("XDG_DATA_HOME", rig.dir.join("data"))
+        .env("XDG_RUNTIME_DIR", &rig.dir)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
         .env("HOME", &rig.dir)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .spawn()
         .expect("second launch");
-    assert!(out.status.success(), "second launch: {out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("already running"),
-        "{out:?}"
-    );
+    let status = loop {
+        if let Some(st) = second.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > Duration::from_secs(20) * SLACK {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("the second launch kept running instead of handing over");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "second launch: {status}");
     eprintln!("second launch exited after {:?}", t.elapsed());
+    let log = rig.dir.join("data/org.midijam.app/logs/midi-jam.log");
+    rig::wait_for(
+        Duration::from_secs(10) * SLACK,
+        "the first app told of the second launch",
+        || {
+            std::fs::read_to_string(&log)
+                .is_ok_and(|l| l.contains("a second launch asked for the window"))
+        },
+    );
     // The first still answers.
     let code = app.code();
     assert_eq!(code.len(), 4);
@@ -815,14 +852,14 @@ fn the_join_view_lists_a_lan_jam_joins_it_and_loses_it_when_it_stops() {
     let t = Instant::now();
     loop {
         let line = rx
-            .recv_timeout(Duration::from_secs(10))
+            .recv_timeout(Duration::from_secs(10) * SLACK)
             .expect("host events");
         if line.contains("peerConnected") && line.contains("Keys") {
             assert!(line.contains("thisApp"), "{line}");
             break;
         }
         assert!(
-            t.elapsed() < Duration::from_secs(10),
+            t.elapsed() < Duration::from_secs(10) * SLACK,
             "no peerConnected for Keys"
         );
     }
@@ -837,12 +874,12 @@ fn the_join_view_lists_a_lan_jam_joins_it_and_loses_it_when_it_stops() {
     let t = Instant::now();
     loop {
         let line = rx
-            .recv_timeout(Duration::from_secs(10))
+            .recv_timeout(Duration::from_secs(10) * SLACK)
             .expect("host events");
         if line.contains("peerLeft") {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "no peerLeft");
+        assert!(t.elapsed() < Duration::from_secs(10) * SLACK, "no peerLeft");
     }
 
     // The host stops (quit on stdin): the jam goes from the list.
@@ -890,7 +927,7 @@ fn a_peer_playing_lights_up_can_be_muted_and_panic_releases_its_notes() {
             break v;
         }
         assert!(
-            t.elapsed() < Duration::from_secs(20),
+            t.elapsed() < Duration::from_secs(20) * SLACK,
             "Cleo's MIDI light never came on (see {})",
             rig.dir.display()
         );

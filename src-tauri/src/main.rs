@@ -127,9 +127,18 @@ fn code_shown(app: State<'_, App>) {
 #[tauri::command]
 async fn quit(handle: AppHandle, app: State<'_, App>) -> Result<(), ()> {
     app.quit();
+    shutdown_and_exit(handle, app.inner().clone()).await;
+    Ok(())
+}
+
+/// Stops the facade, then the process. The single-instance name goes
+/// first: a launch while the jam is still stopping then starts normally
+/// instead of handing over to a process that is leaving (which would never
+/// answer, and the launch would fail).
+async fn shutdown_and_exit(handle: AppHandle, app: App) {
+    tauri_plugin_single_instance::destroy(&handle);
     app.shutdown().await;
     handle.exit(0);
-    Ok(())
 }
 
 fn main() {
@@ -194,10 +203,7 @@ fn main() {
                     CloseAnswer::Ask { .. } => api.prevent_close(),
                     CloseAnswer::Quit => {
                         api.prevent_close();
-                        tauri::async_runtime::spawn(async move {
-                            app.shutdown().await;
-                            handle.exit(0);
-                        });
+                        tauri::async_runtime::spawn(shutdown_and_exit(handle, app));
                     }
                 }
             }

@@ -67,6 +67,7 @@ fn launch(rig: &Rig) -> Session {
         port: rig.driver_port,
         id,
         started,
+        ns: rig.ns_a.clone(),
     };
     // Interaction starts once the window has its code and its settings
     // (the whole first screen), as a person would wait for it.
@@ -153,6 +154,8 @@ struct Session {
     port: u16,
     id: String,
     started: Instant,
+    /// The namespace the app runs in (to see it gone after `close`).
+    ns: String,
 }
 
 impl Session {
@@ -285,9 +288,17 @@ impl Session {
         eprintln!("screenshot: {}", path.display());
     }
 
-    /// Ends the WebDriver session, which closes the app.
+    /// Ends the WebDriver session, which closes the app, and waits until
+    /// the app process is gone: it stops its jam first (peers told, advert
+    /// withdrawn), which takes a while on a loaded machine, and a launch
+    /// meanwhile would meet the old one's port and bus name.
     fn close(self) {
         self.call("DELETE", "", None);
+        rig::wait_for(
+            Duration::from_secs(20) * SLACK,
+            "the app process to exit",
+            || !app_running_in(&self.ns),
+        );
     }
 
     fn code(&self) -> String {
@@ -307,6 +318,17 @@ impl Session {
             "return !!document.getElementById('settings-form').dataset.loaded && !document.getElementById('view-settings').hidden;",
         );
     }
+}
+
+/// Whether a process of the app binary runs in namespace `ns`.
+fn app_running_in(ns: &str) -> bool {
+    let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() else {
+        return false;
+    };
+    let app = std::fs::canonicalize(APP).unwrap_or_else(|_| PathBuf::from(APP));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .any(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == app))
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {

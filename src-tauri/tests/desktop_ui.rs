@@ -16,7 +16,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -67,7 +67,6 @@ fn launch(rig: &Rig) -> Session {
         port: rig.driver_port,
         id,
         started,
-        ns: rig.ns_a.clone(),
     };
     // Interaction starts once the window has its code and its settings
     // (the whole first screen), as a person would wait for it.
@@ -154,8 +153,6 @@ struct Session {
     port: u16,
     id: String,
     started: Instant,
-    /// The namespace the app runs in (to see it gone after `close`).
-    ns: String,
 }
 
 impl Session {
@@ -294,11 +291,13 @@ impl Session {
     /// meanwhile would meet the old one's port and bus name.
     fn close(self) {
         self.call("DELETE", "", None);
+        let t = Instant::now();
         rig::wait_for(
             Duration::from_secs(20) * SLACK,
             "the app process to exit",
-            || !app_running_in(&self.ns),
+            || app_pids().is_empty(),
         );
+        eprintln!("app exited {:?} after the session ended", t.elapsed());
     }
 
     fn code(&self) -> String {
@@ -320,15 +319,37 @@ impl Session {
     }
 }
 
-/// Whether a process of the app binary runs in namespace `ns`.
-fn app_running_in(ns: &str) -> bool {
-    let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() else {
-        return false;
+/// The app's processes that are still running (one UI test runs at a
+/// time, so they are this test's). Read from `/proc/<pid>/status`, not from
+/// the executable link: while the app exits its main thread is gone first
+/// (the process then looks like a zombie, with no executable) but its other
+/// threads still hold its sockets, and its single-instance name on D-Bus.
+fn app_pids() -> Vec<String> {
+    let name = Path::new(APP)
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().take(15).collect::<String>())
+        .unwrap_or_default();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
     };
-    let app = std::fs::canonicalize(APP).unwrap_or_else(|_| PathBuf::from(APP));
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .any(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == app))
+    dir.filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|pid| pid.chars().all(|c| c.is_ascii_digit()))
+        .filter(|pid| {
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                return false;
+            };
+            let field = |k: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .map(|v| v.trim().to_owned())
+                    .unwrap_or_default()
+            };
+            let reaped_only = field("State:").starts_with('Z') && field("Threads:") == "1";
+            field("Name:") == name && !reaped_only
+        })
+        .collect()
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {

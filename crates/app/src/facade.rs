@@ -558,11 +558,15 @@ impl App {
         }
         // A joined jam that ends by itself (host gone, kicked) gives the
         // ports back; `return_ports` ignores ports that moved on since.
+        // Weak: a join left by hand never "ends", and its task must not
+        // keep the whole app alive.
         let ended = midi.ended();
-        let back = self.clone();
+        let back = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             ended.await;
-            if let Some(jam) = back.inner.jam.read().await.as_ref() {
+            let Some(inner) = back.upgrade() else { return };
+            let jam = inner.jam.read().await;
+            if let Some(jam) = jam.as_ref() {
                 jam.return_ports(ports).await;
             }
         });

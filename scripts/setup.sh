@@ -20,7 +20,8 @@ fi
 # (crates/jam/tests/check.rs) start on loopback.
 # The desktop app (src-tauri) builds against WebKitGTK and GTK, lists MIDI
 # ports through ALSA's library, and its UI tests run it under Xvfb behind
-# Debian's WebKitWebDriver.
+# Debian's WebKitWebDriver, each test with a D-Bus session bus of its own
+# (dbus-daemon: the single-instance check talks over it).
 # jackd2 + libjack-jackd2-dev: real MIDI ports on a machine without ALSA
 # devices; crates/midi/tests/jack.rs runs the midir backend (built with
 # the `jack` feature) against a JACK server with the dummy driver.
@@ -28,7 +29,7 @@ PKGS=(build-essential pkg-config curl ca-certificates iproute2 procps
   chromium python3-venv coturn
   libwebkit2gtk-4.1-dev libgtk-3-dev libsoup-3.0-dev librsvg2-dev
   libayatana-appindicator3-dev libxdo-dev libasound2-dev
-  xvfb xauth webkit2gtk-driver
+  xvfb xauth webkit2gtk-driver dbus-daemon
   jackd2 libjack-jackd2-dev)
 
 missing=()

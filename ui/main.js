@@ -116,17 +116,60 @@ function renderView(v) {
   }
 }
 
+/**
+ * Sets a node's text only when it differs, so an unchanged cell is not
+ * touched at all.
+ * @param {Element} el
+ * @param {string} text
+ */
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+/**
+ * A new row for peer `id`: six cells and the Mute and Kick buttons. The
+ * buttons read the peer's state from the row when clicked, so the row can
+ * be updated in place and a click is never lost to a re-render.
+ * @param {number} id
+ */
+function peerRow(id) {
+  const tr = document.createElement("tr");
+  tr.dataset.peerId = String(id);
+  for (let i = 0; i < 6; i++) tr.append(document.createElement("td"));
+  const td = document.createElement("td");
+  const actions = document.createElement("div");
+  actions.className = "row";
+  const m = document.createElement("button");
+  m.type = "button";
+  m.className = "mute";
+  m.addEventListener("click", () => invoke("mute", { peer: id, muted: m.getAttribute("aria-pressed") !== "true" }));
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = "Kick";
+  b.className = "danger kick";
+  b.addEventListener("click", () => invoke("kick", { peer: id }));
+  actions.append(m, b);
+  td.append(actions);
+  tr.append(td);
+  return tr;
+}
+
+// Rows are kept per peer and updated in place: the view arrives every
+// time a light or a round trip changes, and replacing the rows each time
+// would swap a button away under the user's pointer mid-click.
 /** @param {any} v */
 function renderPeers(v) {
   const body = /** @type {HTMLTableSectionElement} */ ($("peers").querySelector("tbody"));
+  /** @type {Map<string, HTMLTableRowElement>} */
+  const old = new Map();
+  for (const tr of body.rows) old.set(/** @type {string} */ (tr.dataset.peerId), tr);
   const rows = v.peers.map((/** @type {any} */ p) => {
-    const tr = document.createElement("tr");
-    tr.dataset.peerId = String(p.id);
+    const tr = old.get(String(p.id)) || peerRow(p.id);
     const name = p.displayName || "(joining…)";
     const midi = (v.midi || []).find((/** @type {any} */ m) => m.peer === p.id);
     // The light is a symbol plus words, so it does not rely on colour.
     const light = !midi ? "—" : midi.active ? "● playing" : midi.sounding ? "● holding" : "○ quiet";
-    const cells = [
+    const texts = [
       name,
       CLIENTS[/** @type {keyof typeof CLIENTS} */ (p.client)] || p.client,
       STATES[/** @type {keyof typeof STATES} */ (p.state)] || p.state,
@@ -134,37 +177,22 @@ function renderPeers(v) {
       ROUTES[/** @type {keyof typeof ROUTES} */ (p.route)] || p.route,
       light,
     ];
-    cells.forEach((text, i) => {
-      const td = document.createElement("td");
-      td.textContent = text;
-      if (i === 2) td.className = "state-" + p.state;
-      if (i === 5) td.className = "light" + (midi && (midi.active || midi.sounding) ? " on" : "");
-      tr.append(td);
-    });
-    const td = document.createElement("td");
-    const actions = document.createElement("div");
-    actions.className = "row";
+    texts.forEach((text, i) => setText(tr.cells[i], text));
+    tr.cells[2].className = "state-" + p.state;
+    tr.cells[5].className = "light" + (midi && (midi.active || midi.sounding) ? " on" : "");
     const muted = !!(midi && midi.muted);
-    const m = document.createElement("button");
-    m.type = "button";
-    m.className = "mute";
-    m.textContent = muted ? "Unmute" : "Mute";
+    const m = /** @type {HTMLButtonElement} */ (tr.querySelector("button.mute"));
+    setText(m, muted ? "Unmute" : "Mute");
     m.setAttribute("aria-pressed", String(muted));
     m.setAttribute("aria-label", (muted ? "Unmute " : "Mute ") + name + " on this computer");
-    m.addEventListener("click", () => invoke("mute", { peer: p.id, muted: !muted }));
-    actions.append(m);
-    const b = document.createElement("button");
-    b.type = "button";
-    b.textContent = "Kick";
-    b.className = "danger kick";
-    b.setAttribute("aria-label", "Remove " + name + " from the jam");
-    b.addEventListener("click", () => invoke("kick", { peer: p.id }));
-    actions.append(b);
-    td.append(actions);
-    tr.append(td);
+    /** @type {HTMLButtonElement} */ (tr.querySelector("button.kick")).setAttribute("aria-label", "Remove " + name + " from the jam");
     return tr;
   });
-  body.replaceChildren(...rows);
+  // Reorder or drop only what changed.
+  rows.forEach((/** @type {HTMLTableRowElement} */ tr, /** @type {number} */ i) => {
+    if (body.rows[i] !== tr) body.insertBefore(tr, body.rows[i] || null);
+  });
+  while (body.rows.length > rows.length) body.deleteRow(rows.length);
   const connected = v.peers.filter((/** @type {any} */ p) => p.state === "connected").length;
   $("peer-summary").textContent =
     v.peers.length === 0 ? "No one has joined yet."
@@ -272,24 +300,23 @@ function renderIce() {
   }));
 }
 
+// The pane's values as typed: numbers go as their text (an emptied field
+// is ""), and Rust says what is wrong with them, beside each field.
 function readForm() {
-  const num = (/** @type {string} */ id) => {
-    const v = /** @type {HTMLInputElement} */ ($(id)).value.trim();
-    return v === "" || !/^\d+$/.test(v) ? -1 : Number(v);
-  };
+  const text = (/** @type {string} */ id) => /** @type {HTMLInputElement} */ ($(id)).value;
   return {
     ...saved,
-    displayName: /** @type {HTMLInputElement} */ ($("displayName")).value,
-    rendezvousUrl: /** @type {HTMLInputElement} */ ($("rendezvousUrl")).value,
-    listenPort: num("listenPort"),
-    maxPeers: num("maxPeers"),
-    gatherTimeoutMs: num("gatherTimeoutMs"),
+    displayName: text("displayName"),
+    rendezvousUrl: text("rendezvousUrl"),
+    listenPort: text("listenPort"),
+    maxPeers: text("maxPeers"),
+    gatherTimeoutMs: text("gatherTimeoutMs"),
     iceServers: iceRows.map((r) => ({ ...r })),
     midiInput: /** @type {HTMLSelectElement} */ ($("midiInput")).value,
     midiOutput: /** @type {HTMLSelectElement} */ ($("midiOutput")).value,
     advertise: /** @type {HTMLInputElement} */ ($("advertise")).checked,
     openJam: /** @type {HTMLInputElement} */ ($("openJam")).checked,
-    mdnsInterfaces: /** @type {HTMLInputElement} */ ($("mdnsInterfaces")).value.split(",").map((s) => s.trim()).filter(Boolean),
+    mdnsInterfaces: text("mdnsInterfaces").split(",").map((s) => s.trim()).filter(Boolean),
   };
 }
 
@@ -317,19 +344,54 @@ function showErrors(errors) {
   if (first) /** @type {HTMLElement} */ (first).focus();
 }
 
+const saveDialog = /** @type {HTMLDialogElement} */ ($("confirm-save"));
+/** @type {((yes: boolean) => void) | null} */
+let saveAnswer = null;
+/**
+ * Shows Rust's question; resolves with the user's answer.
+ * @param {string} question
+ * @returns {Promise<boolean>}
+ */
+function askBeforeSaving(question) {
+  $("confirm-save-text").textContent = question;
+  return new Promise((resolve) => {
+    saveAnswer = resolve;
+    if (!saveDialog.open) saveDialog.showModal();
+  });
+}
+/** @param {boolean} yes */
+function answerSave(yes) {
+  if (saveDialog.open) saveDialog.close();
+  const a = saveAnswer;
+  saveAnswer = null;
+  if (a) a(yes);
+}
+$("confirm-save-go").addEventListener("click", () => answerSave(true));
+$("confirm-save-cancel").addEventListener("click", () => answerSave(false));
+saveDialog.addEventListener("cancel", () => answerSave(false));
+
+/** @param {unknown} err */
+function asErrors(err) {
+  return Array.isArray(err) ? err : [{ field: "", message: String(err) }];
+}
+
+// Rust decides what a save restarts and whether to ask (`save_impact`);
+// the window only shows its question.
 $("settings-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const next = readForm();
-  const peers = view ? view.peers.length : 0;
-  const moves = next.rendezvousUrl.trim() !== saved.rendezvousUrl.trim() || next.listenPort !== saved.listenPort;
-  if (moves && peers > 0 && !confirm(`The jam moves and gets a new code; the ${peers} peer(s) connected now are disconnected. Save anyway?`)) return;
   try {
+    const impact = await invoke("save_impact", { settings: next });
+    if (impact.question && !(await askBeforeSaving(impact.question))) {
+      say($("settings-msg"), "Not saved; nothing changed.", "info");
+      return;
+    }
     const r = await invoke("save_settings", { settings: next });
     saved = r.settings;
     fillForm(saved);
     say($("settings-msg"), r.message, "ok");
   } catch (err) {
-    showErrors(Array.isArray(err) ? err : [{ field: "", message: String(err) }]);
+    showErrors(asErrors(err));
   }
 });
 $("revert").addEventListener("click", () => { fillForm(saved); say($("settings-msg"), "Changes undone.", "info"); });

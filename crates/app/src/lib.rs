@@ -11,9 +11,14 @@
 //!   for the front end, and what a settings change restarts.
 //! - [`discover`]: the jams on the LAN for the Join view, and typed
 //!   addresses turned into rendezvous URLs.
+//! - [`facade`]: [`App`], the one object a front end drives: it owns the
+//!   hosted jam, the joined jam with its MIDI port hand-over, discovery,
+//!   the settings file and the connection test, and decides everything
+//!   about them; a front end only maps its commands and events onto it.
 
 pub mod check;
 pub mod discover;
+pub mod facade;
 pub mod joined_midi;
 pub mod joining;
 pub use hosted::local_midi;
@@ -21,3 +26,5 @@ pub mod midi_ports;
 pub mod midieditor;
 pub mod session;
 pub mod settings;
+
+pub use facade::{App, AppConfig, CloseAnswer, Event};

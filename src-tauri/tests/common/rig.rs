@@ -74,6 +74,8 @@ pub struct Rig {
     pub dir: PathBuf,
     pub display: String,
     xvfb: Option<Child>,
+    /// The test's own D-Bus session bus, at `<dir>/bus`.
+    bus: Option<Child>,
     driver: Option<Child>,
     pub driver_port: u16,
     /// A (the app, `vA`) and B (the joiners, `vB`); deleted last, on drop.
@@ -103,12 +105,14 @@ impl Rig {
             dir,
             display: format!(":{}", 140 + n % 100),
             xvfb: None,
+            bus: None,
             driver: None,
             driver_port: 4444,
             net,
         };
         rig.net.a.enter();
         rig.start_xvfb();
+        rig.start_bus();
         if driver {
             rig.start_driver();
         }
@@ -153,6 +157,29 @@ impl Rig {
         self.xvfb = Some(child);
         wait_for(Duration::from_secs(10), "Xvfb socket", || {
             Path::new(&format!("/tmp/.X11-unix/X{num}")).exists()
+        });
+    }
+
+    /// A D-Bus session bus for this test alone, where the app's
+    /// single-instance check (tauri-plugin-single-instance, a name derived
+    /// from the app's identifier) looks for a running app. The app finds it
+    /// as `$XDG_RUNTIME_DIR/bus` (the rig's folder; every launch from a
+    /// test gets `XDG_RUNTIME_DIR` and no `DBUS_SESSION_BUS_ADDRESS`), so
+    /// tests running at once, or a real session on the same machine, never
+    /// see each other's app.
+    pub fn start_bus(&mut self) {
+        let socket = self.dir.join("bus");
+        let child = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--nopidfile", "--nosyslog"])
+            .arg(format!("--address=unix:path={}", socket.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("dbus.log")).unwrap())
+            .spawn()
+            .expect("start dbus-daemon (package dbus-daemon)");
+        self.bus = Some(child);
+        wait_for(Duration::from_secs(10), "the D-Bus socket", || {
+            socket.exists()
         });
     }
 
@@ -269,7 +296,7 @@ impl Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        for c in [self.driver.as_mut(), self.xvfb.as_mut()]
+        for c in [self.driver.as_mut(), self.xvfb.as_mut(), self.bus.as_mut()]
             .into_iter()
             .flatten()
         {

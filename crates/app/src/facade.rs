@@ -1,0 +1,717 @@
+//! The app as one object: [`App`] owns everything the desktop window drives
+//! (the hosted jam, the jam it joined with this computer's MIDI ports, the
+//! LAN browser, the settings file, the connection test) and makes every
+//! decision about them, so `cargo test -p app` reaches all of it. A front
+//! end is an adapter: each of its commands calls one method here, and each
+//! [`Event`] the facade sends goes out under [`Event::name`] unchanged.
+//!
+//! Views are pushed, never polled: the facade forwards the jam's, the joined
+//! jam's and the LAN browser's `watch` channels to the front end's sink as
+//! they change, newest value only.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{watch, Mutex, RwLock};
+
+use crate::discover::{Discovery, DiscoveryView};
+use crate::midi_ports::MidiPorts;
+use crate::session::{Jam, JamOptions, JamView};
+use crate::settings::{FieldError, IcePreset, IceRow, Settings};
+
+/// Where the app keeps its files and how its jam runs.
+#[derive(Clone)]
+pub struct AppConfig {
+    /// The settings file (`<config>/settings.json`).
+    pub settings_path: PathBuf,
+    /// The log folder ("Open log folder").
+    pub log_dir: PathBuf,
+    /// Where the jam listens and gathers; the connection test and the
+    /// joiner gather there too.
+    pub options: JamOptions,
+    /// MidiEditor's settings for "Apply to MidiEditor"; `None`: unknown on
+    /// this system.
+    pub midieditor: Option<crate::midieditor::Location>,
+    /// The MIDI ports; `None`: the system's (midir).
+    pub midi: Option<Arc<dyn midi::ports::MidiSystem>>,
+    /// When the process started, for the start-up figure.
+    pub started: Instant,
+}
+
+impl AppConfig {
+    /// The configuration of a real run: files in `config_dir` and
+    /// `log_dir`, MidiEditor's settings where MidiEditor keeps them, the
+    /// system's MIDI ports, and [`options_from_env`].
+    pub fn new(config_dir: PathBuf, log_dir: PathBuf) -> AppConfig {
+        AppConfig {
+            settings_path: config_dir.join(SETTINGS_FILE),
+            log_dir,
+            options: options_from_env(|k| std::env::var(k).ok()),
+            midieditor: crate::midieditor::default_settings_location(),
+            midi: None,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// The settings file's name in the app's config folder.
+pub const SETTINGS_FILE: &str = "settings.json";
+
+/// Options that only tests and unusual setups need, read with `var` (the
+/// environment): `MIDI_JAM_BIND` (the bundled rendezvous' address),
+/// `MIDI_JAM_ICE_BIND` (comma-separated addresses to gather on),
+/// `MIDI_JAM_NO_MDNS_RESOLVE`. Real users set none: the defaults listen and
+/// gather everywhere. Unparsable values are ignored.
+pub fn options_from_env(var: impl Fn(&str) -> Option<String>) -> JamOptions {
+    let mut o = JamOptions::default();
+    if let Some(ip) = var("MIDI_JAM_BIND").and_then(|v| v.trim().parse::<IpAddr>().ok()) {
+        o.bind_ip = ip;
+    }
+    if let Some(v) = var("MIDI_JAM_ICE_BIND") {
+        o.ice_bind = v
+            .split(',')
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+            .collect();
+    }
+    if var("MIDI_JAM_NO_MDNS_RESOLVE").is_some() {
+        o.resolve_mdns = false;
+    }
+    o
+}
+
+/// Something for the window, sent as it happens. Serialised as its payload
+/// alone; the adapter sends it under [`Event::name`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Event {
+    /// The hosted jam changed (`jam-view`).
+    JamView(JamView),
+    /// The joined jam changed (`join-view`).
+    JoinView(jam::joiner::JoinView),
+    /// The LAN list changed (`lan-jams`).
+    LanJams(DiscoveryView),
+    /// A step of a running connection test (`check-progress`).
+    CheckProgress(jam::check::Progress),
+    /// The window was closed with peers connected: ask, then
+    /// [`App::quit`] if the user agrees (`confirm-close`, the peer count).
+    ConfirmClose(usize),
+}
+
+impl Event {
+    /// The event's name for the window.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::JamView(_) => "jam-view",
+            Event::JoinView(_) => "join-view",
+            Event::LanJams(_) => "lan-jams",
+            Event::CheckProgress(_) => "check-progress",
+            Event::ConfirmClose(_) => "confirm-close",
+        }
+    }
+}
+
+type Sink = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// What the settings pane opens with.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettingsPayload {
+    pub settings: Settings,
+    pub defaults: Settings,
+    pub presets: Vec<IcePreset>,
+    /// What loading the file had to say (a corrupt file set aside, a field
+    /// reset).
+    pub warnings: Vec<String>,
+    pub midi: MidiPorts,
+    /// The settings file.
+    pub path: String,
+    pub midieditor_path: Option<String>,
+}
+
+/// The answer to "Save".
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Saved {
+    pub settings: Settings,
+    pub message: String,
+}
+
+/// What saving new settings will restart, for the window to show (and ask
+/// about) before it saves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SaveImpact {
+    /// The rendezvous moves (new URL or port).
+    pub rendezvous: bool,
+    /// The host restarts: a new code, everyone in the jam is dropped.
+    pub host: bool,
+    /// Applied while the jam runs (peer limit, STUN/TURN list, gathering
+    /// cap): same code, nobody dropped.
+    pub live: bool,
+    /// The LAN advert is renewed.
+    pub advert: bool,
+    /// What the save does, in one sentence (`None`: nothing visible).
+    pub summary: Option<String>,
+    /// Peers connected now that the save disconnects.
+    pub dropped_peers: usize,
+    /// What to ask before saving, when peers would be dropped; `None`: save
+    /// without asking.
+    pub question: Option<String>,
+}
+
+/// The impact of saving `new` over `old` with `connected` peers in the jam.
+pub fn save_impact(old: &Settings, new: &Settings, connected: usize) -> SaveImpact {
+    // The one restart decision, the same the running jam acts on.
+    let impact = crate::session::impact(old, new);
+    let (rendezvous, host) = (impact.rendezvous, impact.drops_peers());
+    let dropped_peers = if host { connected } else { 0 };
+    let question = (dropped_peers > 0).then(|| {
+        let what = if rendezvous {
+            "The jam moves to a new address and gets a new code"
+        } else {
+            "The jam restarts with a new code"
+        };
+        format!(
+            "{what}: the {dropped_peers} peer(s) connected now are disconnected and must join again. Save anyway?"
+        )
+    });
+    SaveImpact {
+        rendezvous,
+        host,
+        live: impact.live,
+        advert: impact.advert,
+        summary: impact.describe(),
+        dropped_peers,
+        question,
+    }
+}
+
+/// What closing the window does now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseAnswer {
+    /// The user already confirmed (or the app is quitting): let it close.
+    Closing,
+    /// Peers are connected: keep the window; [`Event::ConfirmClose`] was
+    /// sent for the window to ask.
+    Ask { peers: usize },
+    /// Nobody to ask about: keep the window until [`App::shutdown`] is done,
+    /// then exit.
+    Quit,
+}
+
+/// The start-up figure: the window showed a code for the first time.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeShown {
+    /// Always `codeShown` (the line's kind for scripts).
+    pub event: &'static str,
+    /// From process start, to a tenth of a millisecond.
+    pub ms: f64,
+    pub code: Option<String>,
+    pub urls: Vec<String>,
+}
+
+/// A jam this app joined, and the bridge that plays this computer's MIDI
+/// ports in it.
+struct Joined {
+    joiner: jam::joiner::Joiner,
+    midi: crate::joined_midi::JoinedMidi,
+}
+
+/// The application: see the module documentation.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: AppConfig,
+    sink: Sink,
+    /// The hosted jam; `None` once stopped. Read-locked by every intent
+    /// (the jam queues them itself), write-locked only to stop it.
+    jam: RwLock<Option<Jam>>,
+    /// The hosted jam's view, readable without waiting for anything: a
+    /// save that is restarting part of the jam never hides its peers.
+    jam_view: watch::Receiver<JamView>,
+    /// The saved settings.
+    settings: StdMutex<Settings>,
+    /// One save at a time, so the file and the jam end with the same one.
+    saving: Mutex<()>,
+    load_warnings: Vec<String>,
+    /// Set once closing is decided (confirmed, or nobody to ask).
+    closing: AtomicBool,
+    /// One connection test at a time.
+    checking: AtomicBool,
+    code_reported: AtomicBool,
+    /// The LAN browser, once the Join view was opened.
+    discovery: Mutex<Option<Discovery>>,
+    /// The jam this app joined, if any.
+    joined: Mutex<Option<Joined>>,
+    /// Which join the `join-view` forwarder may speak for: a join that was
+    /// replaced says nothing more.
+    join_generation: AtomicU64,
+}
+
+/// Clears a flag when dropped, whichever way the function ends.
+struct Reset<'a>(&'a AtomicBool);
+
+impl Drop for Reset<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+impl App {
+    /// Loads the settings (a corrupt file is set aside, never deleted) and
+    /// starts hosting. Every event goes to `sink`. Call inside a Tokio
+    /// runtime; returns at once (the code follows in a `jam-view`).
+    pub fn start(config: AppConfig, sink: impl Fn(Event) + Send + Sync + 'static) -> App {
+        let loaded = crate::settings::load_file(&config.settings_path);
+        for w in &loaded.warnings {
+            tracing::warn!("settings: {w}");
+        }
+        let settings = loaded.settings;
+        let midi = config
+            .midi
+            .clone()
+            .unwrap_or_else(|| Arc::new(midi::midir_ports::MidirSystem::new("MIDI Jam")));
+        let jam = Jam::start_with_midi(settings.clone(), config.options.clone(), midi);
+        let jam_view = jam.subscribe();
+        let sink: Sink = Arc::new(sink);
+        forward(sink.clone(), jam.subscribe(), Event::JamView, None);
+        App {
+            inner: Arc::new(Inner {
+                config,
+                sink,
+                jam: RwLock::new(Some(jam)),
+                jam_view,
+                settings: StdMutex::new(settings),
+                saving: Mutex::new(()),
+                load_warnings: loaded.warnings,
+                closing: AtomicBool::new(false),
+                checking: AtomicBool::new(false),
+                code_reported: AtomicBool::new(false),
+                discovery: Mutex::new(None),
+                joined: Mutex::new(None),
+                join_generation: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The hosted jam as the host screen shows it now.
+    pub fn view(&self) -> JamView {
+        self.inner.jam_view.borrow().clone()
+    }
+
+    /// Every new view of the hosted jam.
+    pub fn subscribe(&self) -> watch::Receiver<JamView> {
+        self.inner.jam_view.clone()
+    }
+
+    /// The saved settings.
+    pub fn settings(&self) -> Settings {
+        self.saved()
+    }
+
+    fn saved(&self) -> Settings {
+        self.inner
+            .settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Peers in the hosted jam that were welcomed.
+    pub fn connected_peers(&self) -> usize {
+        // From the view, not the jam: the jam may be busy applying a save,
+        // and "busy" must never read as "nobody there".
+        self.inner.jam_view.borrow().connected()
+    }
+
+    /// What the settings pane opens with (the MIDI ports listed now).
+    pub async fn settings_payload(&self) -> SettingsPayload {
+        SettingsPayload {
+            settings: self.saved(),
+            defaults: Settings::default(),
+            presets: crate::settings::ice_presets(),
+            warnings: self.inner.load_warnings.clone(),
+            midi: self.list_midi_ports().await,
+            path: self.inner.config.settings_path.display().to_string(),
+            midieditor_path: self.inner.config.midieditor.as_ref().map(|l| l.to_string()),
+        }
+    }
+
+    /// The MIDI ports as the system lists them now.
+    pub async fn list_midi_ports(&self) -> MidiPorts {
+        let system = self.inner.config.midi.clone();
+        tokio::task::spawn_blocking(move || match system {
+            Some(s) => crate::midi_ports::list_of(s.as_ref()),
+            None => crate::midi_ports::list(),
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Checks the pane's values without saving.
+    pub fn validate_settings(&self, form: Value) -> Result<(), Vec<FieldError>> {
+        read_form(form).map(|_| ())
+    }
+
+    /// What saving the pane's values would restart now, and the question to
+    /// ask first when that drops peers. Invalid values are the error, as
+    /// [`save_settings`](Self::save_settings) would give them.
+    pub fn save_impact(&self, form: Value) -> Result<SaveImpact, Vec<FieldError>> {
+        let new = read_form(form)?;
+        Ok(save_impact(&self.saved(), &new, self.connected_peers()))
+    }
+
+    /// Validates the pane's values, writes them to the settings file
+    /// (atomically; other keys of the file are kept), and moves the hosted
+    /// jam to them. Invalid values change nothing, on disk or live.
+    pub async fn save_settings(&self, form: Value) -> Result<Saved, Vec<FieldError>> {
+        let settings = read_form(form)?;
+        let _one = self.inner.saving.lock().await;
+        let path = self.inner.config.settings_path.clone();
+        let to_write = settings.clone();
+        tokio::task::spawn_blocking(move || crate::settings::save_file(&path, &to_write))
+            .await
+            .map_err(|e| one_error(format!("Cannot write the settings file: {e}")))?
+            .map_err(|e| {
+                match e
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<crate::settings::InvalidSettings>())
+                {
+                    Some(invalid) => invalid.0.clone(),
+                    None => one_error(format!("Cannot write the settings file: {e}")),
+                }
+            })?;
+        *self
+            .inner
+            .settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = settings.clone();
+        if let Some(jam) = self.inner.jam.read().await.as_ref() {
+            jam.apply(settings.clone()).await;
+        }
+        Ok(Saved {
+            settings,
+            message: "Settings saved.".to_owned(),
+        })
+    }
+
+    /// Drops a peer from the hosted jam.
+    pub async fn kick(&self, peer: u64) {
+        if let Some(jam) = self.inner.jam.read().await.as_ref() {
+            jam.kick(peer).await;
+        }
+    }
+
+    /// Mutes or unmutes a peer on this computer's MIDI output.
+    pub async fn mute(&self, peer: u64, muted: bool) {
+        if let Some(jam) = self.inner.jam.read().await.as_ref() {
+            jam.set_muted(peer, muted).await;
+        }
+    }
+
+    /// Releases every sounding note everywhere (the panic button).
+    pub async fn panic(&self) {
+        if let Some(jam) = self.inner.jam.read().await.as_ref() {
+            jam.panic().await;
+        }
+    }
+
+    /// MidiEditor's STUN/TURN text read into rows.
+    pub fn import_ice(&self, text: &str) -> Result<Vec<IceRow>, FieldError> {
+        crate::settings::import_midieditor_ice(text)
+    }
+
+    /// Rows in MidiEditor's STUN/TURN syntax.
+    pub fn export_ice(&self, rows: &[IceRow]) -> String {
+        crate::settings::export_midieditor_ice(rows)
+    }
+
+    /// Writes the saved rendezvous URL (or, when it is the bundled one, the
+    /// address of this jam) and the STUN/TURN list into MidiEditor's own
+    /// settings.
+    pub async fn apply_to_midieditor(&self) -> Result<crate::midieditor::ApplyReport, String> {
+        let settings = self.saved();
+        let url = match settings.rendezvous_url.trim() {
+            "" => self.view().urls.first().cloned().unwrap_or_default(),
+            u => u.to_owned(),
+        };
+        let location = self.inner.config.midieditor.clone().ok_or_else(|| {
+            "MidiEditor's settings location is unknown on this system.".to_owned()
+        })?;
+        let rows = settings.ice_servers;
+        tokio::task::spawn_blocking(move || {
+            crate::midieditor::apply(&location, &url, &rows).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// "Test connection" with the pane's values (saved or not): its own
+    /// session and peers, one test at a time; progress goes out as
+    /// [`Event::CheckProgress`], the verdict is the answer.
+    pub async fn test_connection(&self, form: Value) -> Result<crate::check::Outcome, String> {
+        let settings = read_form(form).map_err(|errors| {
+            let words: Vec<String> = errors.into_iter().map(|e| e.message).collect();
+            format!("Fix the settings first: {}", words.join(" "))
+        })?;
+        if self.inner.checking.swap(true, Ordering::SeqCst) {
+            return Err("A test is already running.".to_owned());
+        }
+        let _reset = Reset(&self.inner.checking);
+        let bundled = self.view().urls.first().cloned();
+        let cfg = crate::check::config_for(
+            &settings,
+            bundled.as_deref(),
+            &self.inner.config.options.ice_bind,
+        )?;
+        let sink = self.inner.sink.clone();
+        let report = jam::check::run_check(&cfg, move |p| sink(Event::CheckProgress(p))).await;
+        tracing::info!(
+            "connection test: {:?} in {:.0} ms",
+            report.verdict,
+            report.duration_ms
+        );
+        Ok(crate::check::outcome(report))
+    }
+
+    /// Starts looking for jams on the LAN (on the interfaces the settings
+    /// name; none named: the LAN ones). The list goes out as
+    /// [`Event::LanJams`]; the answer is the list now.
+    pub async fn browse_lan(&self) -> Result<DiscoveryView, String> {
+        let mut slot = self.inner.discovery.lock().await;
+        if let Some(d) = slot.as_ref() {
+            return Ok(d.view());
+        }
+        let names = self.saved().mdns_interfaces;
+        let choice = if names.is_empty() {
+            lan::InterfaceChoice::DefaultLan
+        } else {
+            lan::InterfaceChoice::Named(names)
+        };
+        let d = tokio::task::spawn_blocking(move || Discovery::start(choice))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("Cannot look for jams on the local network: {e}"))?;
+        let view = d.view();
+        forward(self.inner.sink.clone(), d.subscribe(), Event::LanJams, None);
+        *slot = Some(d);
+        Ok(view)
+    }
+
+    /// Joins a jam: one found on the LAN (`found`, its id in the list) or a
+    /// typed address, with a code unless the jam is open. A jam joined
+    /// before is left first. Progress and the peers go out as
+    /// [`Event::JoinView`]. This computer's MIDI ports play in the joined
+    /// jam until it ends or we leave; the hosted jam goes on without them.
+    pub async fn join(
+        &self,
+        found: Option<String>,
+        address: Option<String>,
+        code: Option<String>,
+    ) -> Result<(), String> {
+        let settings = self.saved();
+        let jam_found = match &found {
+            Some(id) => {
+                let d = self.inner.discovery.lock().await;
+                let list = d.as_ref().map(|d| d.jams()).unwrap_or_default();
+                Some(
+                    list.into_iter()
+                        .find(|j| &j.id == id)
+                        .ok_or_else(|| "That jam is no longer on the local network.".to_owned())?,
+                )
+            }
+            None => None,
+        };
+        let target = match (&jam_found, &address) {
+            (Some(j), _) => crate::joining::JoinTarget::Found(j),
+            (None, Some(a)) => crate::joining::JoinTarget::Typed(a),
+            (None, None) => return Err("Choose a jam or type its address.".to_owned()),
+        };
+        let cfg = crate::joining::join_config(
+            &settings,
+            target,
+            code,
+            &self.inner.config.options.ice_bind,
+        )?;
+        let mut joined = self.inner.joined.lock().await;
+        if let Some(old) = joined.take() {
+            self.leave_joined(old).await;
+        }
+        let (joiner, _events) = jam::joiner::Joiner::start(cfg);
+        let generation = self.inner.join_generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let inner = Arc::downgrade(&self.inner);
+        forward(
+            self.inner.sink.clone(),
+            joiner.watch(),
+            Event::JoinView,
+            Some(Box::new(move || {
+                inner
+                    .upgrade()
+                    .is_some_and(|i| i.join_generation.load(Ordering::SeqCst) == generation)
+            })),
+        );
+        let midi = crate::joined_midi::JoinedMidi::start(&joiner);
+        let ports = midi.ports();
+        if let Some(jam) = self.inner.jam.read().await.as_ref() {
+            jam.route_ports(Some(ports.clone())).await;
+        }
+        // A joined jam that ends by itself (host gone, kicked) gives the
+        // ports back; `return_ports` ignores ports that moved on since.
+        // Weak: a join left by hand never "ends", and its task must not
+        // keep the whole app alive.
+        let ended = midi.ended();
+        let back = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            ended.await;
+            let Some(inner) = back.upgrade() else { return };
+            let jam = inner.jam.read().await;
+            if let Some(jam) = jam.as_ref() {
+                jam.return_ports(ports).await;
+            }
+        });
+        *joined = Some(Joined { joiner, midi });
+        Ok(())
+    }
+
+    /// Leaves the joined jam (the host is told).
+    pub async fn leave(&self) {
+        let j = self.inner.joined.lock().await.take();
+        if let Some(j) = j {
+            self.leave_joined(j).await;
+        }
+    }
+
+    /// The order of leaving: the synth here and the host release what is
+    /// still sounding, the ports go back to our own jam, then the host is
+    /// told.
+    async fn leave_joined(&self, j: Joined) {
+        let ports = j.midi.ports();
+        j.midi.close().await;
+        if let Some(jam) = self.inner.jam.read().await.as_ref() {
+            jam.return_ports(ports).await;
+        }
+        j.joiner.leave().await;
+    }
+
+    /// The window rendered a code: the start-up figure, once per run.
+    pub fn code_shown(&self) -> Option<CodeShown> {
+        if self.inner.code_reported.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        let ms = self.inner.config.started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!("code shown {ms:.0} ms after start");
+        let view = self.view();
+        Some(CodeShown {
+            event: "codeShown",
+            ms: (ms * 10.0).round() / 10.0,
+            code: view.code,
+            urls: view.urls,
+        })
+    }
+
+    /// Opens the log folder in the file manager. Returns the folder and
+    /// whether a file manager was started, so the window can show the path
+    /// where none exists.
+    pub fn open_log_folder(&self) -> (String, bool) {
+        let dir = self.inner.config.log_dir.clone();
+        let opener = if cfg!(target_os = "macos") {
+            "open"
+        } else if cfg!(windows) {
+            "explorer"
+        } else {
+            "xdg-open"
+        };
+        let opened = std::process::Command::new(opener)
+            .arg(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .is_ok();
+        (dir.display().to_string(), opened)
+    }
+
+    /// The user closed the window. With peers connected the window is asked
+    /// to confirm ([`Event::ConfirmClose`]); otherwise the app quits.
+    pub fn close_requested(&self) -> CloseAnswer {
+        if self.inner.closing.load(Ordering::SeqCst) {
+            return CloseAnswer::Closing;
+        }
+        let peers = self.connected_peers();
+        if peers > 0 {
+            (self.inner.sink)(Event::ConfirmClose(peers));
+            CloseAnswer::Ask { peers }
+        } else {
+            self.inner.closing.store(true, Ordering::SeqCst);
+            CloseAnswer::Quit
+        }
+    }
+
+    /// The user confirmed quitting: from now on the window may close.
+    /// Follow with [`shutdown`](Self::shutdown).
+    pub fn quit(&self) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops everything, in order: the joined jam is left (ports back), the
+    /// LAN browser stops, the hosted jam ends (peers told, session removed,
+    /// advert withdrawn).
+    pub async fn shutdown(&self) {
+        self.leave().await;
+        let discovery = self.inner.discovery.lock().await.take();
+        if let Some(d) = discovery {
+            // Stopping the browser joins its thread: off the async runtime.
+            let _ = tokio::task::spawn_blocking(move || d.stop()).await;
+        }
+        let jam = self.inner.jam.write().await.take();
+        if let Some(jam) = jam {
+            jam.stop().await;
+        }
+    }
+}
+
+fn one_error(message: String) -> Vec<FieldError> {
+    vec![FieldError {
+        field: String::new(),
+        message,
+    }]
+}
+
+/// The pane's values as settings, normalised and validated.
+fn read_form(form: Value) -> Result<Settings, Vec<FieldError>> {
+    crate::settings::from_form(form)
+}
+
+/// Sends every new value of `rx` to `sink` as `wrap(value)` (the current
+/// one first), until its sender is gone or `still` says this forwarder no
+/// longer speaks for the view.
+fn forward<T>(
+    sink: Sink,
+    mut rx: watch::Receiver<T>,
+    wrap: fn(T) -> Event,
+    still: Option<Box<dyn Fn() -> bool + Send + Sync>>,
+) where
+    T: Clone + Send + Sync + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let v = rx.borrow_and_update().clone();
+            if still.as_ref().is_some_and(|f| !f()) {
+                break;
+            }
+            sink(wrap(v));
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use app::joined_midi::{JoinedMidi, WallClock};
 use app::session::Jam;
 use app::settings::Settings;
-use common::{free_port, options, releases, until, wait_view, LOOPBACK};
+use common::{free_port, options, releases, until, wait_midi_relayed, wait_view, LOOPBACK};
 use midi::memory::{MemoryInput, MemoryMidi, MemoryOutput};
 use midi::MidiMessage;
 
@@ -92,10 +92,8 @@ async fn join_with(
         String::new,
     )
     .await;
-    // Give Ana's host a moment to count the channel as open. Kept as a
-    // sleep: the host's view has no "midi channel open" per peer to wait
-    // on (its MIDI lights list only peers that played).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Bea's side is open; Ana's host routes her a moment later.
+    wait_midi_relayed(&ana.jam, &joiner).await;
     (joiner, midi)
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use app::session::{Jam, JamView, Level, Phase};
 use app::settings::Settings;
-use common::{free_port, options, releases, until, wait_view, LOOPBACK};
+use common::{free_port, options, releases, until, wait_midi_relayed, wait_view, LOOPBACK};
 use rdv::{Config, Rendezvous, RunningServer};
 
 fn settings(port: u16) -> Settings {
@@ -179,10 +179,8 @@ async fn the_chosen_midi_ports_play_to_peers_and_sound_what_peers_play() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Give the host a moment to count the channel as open before playing.
-    // Kept as a sleep: the jam's view has no per-peer "midi channel open"
-    // to wait on (its MIDI lights list only peers that played).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The joiner's side is open; the host routes it a moment later.
+    wait_midi_relayed(&jam, &joiner).await;
 
     // The keyboard plays middle C: the joiner hears it.
     assert!(keyboard.play(0, &[0x90, 60, 100]));
@@ -293,8 +291,9 @@ async fn next_played(
     .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
-/// A joiner with the `midi` channel open on `v`'s jam.
-async fn midi_joiner(v: &JamView) -> jam::joiner::Joiner {
+/// A joiner with the `midi` channel open on `jam` (whose view is `v`),
+/// relayed by its host.
+async fn midi_joiner(jam: &Jam, v: &JamView) -> jam::joiner::Joiner {
     let mut cfg =
         jam::joiner::JoinConfig::new(v.urls[0].parse().expect("url"), v.code.clone(), "Remote");
     cfg.rtc.bind_ips = vec![LOOPBACK];
@@ -306,9 +305,9 @@ async fn midi_joiner(v: &JamView) -> jam::joiner::Joiner {
         String::new,
     )
     .await;
-    // As above: the host counts the channel as open a moment after the
-    // joiner does, and nothing in its view shows when.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // As above: the host routes the channel a moment after the joiner
+    // sees it open.
+    wait_midi_relayed(jam, &joiner).await;
     joiner
 }
 
@@ -338,7 +337,7 @@ async fn an_unplugged_keyboard_and_synth_are_used_again_when_plugged_back_in() {
     s.midi_output = "Synth Out".into();
     let jam = Jam::start_with_midi(s, options(), std::sync::Arc::new(system.clone()));
     let v = wait_view(&jam, "a code", |v| v.code.is_some()).await;
-    let joiner = midi_joiner(&v).await;
+    let joiner = midi_joiner(&jam, &v).await;
     let mut heard = joiner.take_midi_receiver().unwrap();
     assert!(keyboard.is_open());
 
@@ -402,7 +401,7 @@ async fn stopping_the_jam_releases_what_peers_left_sounding_on_the_synth() {
     s.midi_output = "Synth Out".into();
     let jam = Jam::start_with_midi(s, options(), std::sync::Arc::new(system.clone()));
     let v = wait_view(&jam, "a code", |v| v.code.is_some()).await;
-    let joiner = midi_joiner(&v).await;
+    let joiner = midi_joiner(&jam, &v).await;
     // The joiner holds a chord with the pedal down.
     joiner
         .send_midi(frame_of(&[

@@ -327,7 +327,8 @@ impl Supervisor {
         }
     }
 
-    /// Reads the relay's per-peer counters into the view's MIDI lights.
+    /// Reads the relay's per-peer counters and open channels into the
+    /// view's MIDI lights (one engine round trip, at most 63 rows).
     async fn refresh_midi(&mut self) {
         let Some(h) = &self.host else { return };
         let now = h.clone_handle().midi_activity().await;
@@ -343,6 +344,7 @@ impl Supervisor {
                     messages: p.activity.messages,
                     sounding: p.activity.sounding,
                     muted: p.activity.muted,
+                    channel_open: p.routed,
                 })
             })
             .collect();

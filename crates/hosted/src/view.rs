@@ -65,8 +65,9 @@ pub struct HostedView {
     pub peers: Vec<PeerEntry>,
     /// Newest last.
     pub notices: Vec<Notice>,
-    /// Live-MIDI state per peer id (peers that opened a `midi` channel or
-    /// played): activity light, notes sounding, muted here.
+    /// Live-MIDI state per peer id (peers whose `midi` channel is open, or
+    /// that played and still hold notes being released): activity light,
+    /// notes sounding, muted here, channel open.
     pub midi: Vec<PeerMidiView>,
 }
 
@@ -80,6 +81,11 @@ pub struct PeerMidiView {
     pub messages: u64,
     pub sounding: usize,
     pub muted: bool,
+    /// Its `midi` channel is open and the relay carries it (it was
+    /// welcomed, its link is up): it hears the jam and is heard. Listed as
+    /// soon as that is so, before it plays a note, so "connected for live
+    /// MIDI" shows (and can be waited for) without anyone playing.
+    pub channel_open: bool,
 }
 
 impl HostedView {

@@ -147,6 +147,17 @@ async fn the_host_relays_mutes_panics_and_releases_over_webrtc() {
     let id_b = connected(&mut events, &b.machine_id).await;
     routed(&ctl, &mut [&mut a, &mut b]).await;
     sink_take(&mut sink, QUIET).await;
+    // Routed peers are listed before they play (a front end shows their
+    // channel open, a test waits on it); MidiEditor, without `midi`, is not.
+    let rows = ctl.midi_activity().await;
+    for id in [id_a, id_b] {
+        let row = rows.iter().find(|r| r.peer == Some(id));
+        assert!(
+            row.is_some_and(|r| r.routed && r.activity.messages == 0),
+            "{id}: {rows:?}"
+        );
+    }
+    assert!(rows.iter().all(|r| r.peer != Some(id_me)), "{rows:?}");
 
     // A stranger opens `midi` but never says hello: not routed either way.
     let mut stranger = MidiPeer::join_with(&base, &code, "x", false).await.unwrap();
@@ -178,6 +189,11 @@ async fn the_host_relays_mutes_panics_and_releases_over_webrtc() {
     );
     ctl.set_muted(id_a, false).await;
     let rows = ctl.midi_activity().await;
+    assert!(
+        rows.iter()
+            .all(|r| r.routed == (r.peer == Some(id_a) || r.peer == Some(id_b))),
+        "only A and B are routed (not the stranger, not the host's input): {rows:?}"
+    );
     let row = rows
         .iter()
         .find(|r| r.peer == Some(id_a))

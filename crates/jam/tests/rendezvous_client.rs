@@ -132,7 +132,8 @@ async fn flooded_poll_stops_at_the_cap(announce_length: bool) {
         text.contains("more than") && text.contains("KiB"),
         "the error names the cap: {text}"
     );
-    // Let the server notice the closed connection.
+    // Let the server notice the closed connection. (The check below is an
+    // upper bound, a negative: waiting longer only makes it stricter.)
     tokio::time::sleep(Duration::from_millis(200)).await;
     let read = sent.load(Ordering::SeqCst);
     // The socket buffers of both ends hold a few MiB at most; an uncapped

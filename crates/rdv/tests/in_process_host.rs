@@ -11,6 +11,24 @@ use rdv::code::Code;
 use rdv::Config;
 use serde_json::json;
 
+/// Waits until `rdv` holds a long-poll (its `rdv_longpoll_waiters` gauge,
+/// counted once the poll has probed and found nothing ready), so what a
+/// test does next happens while the poll is parked, not before it.
+async fn parked(rdv: &rdv::Rendezvous) {
+    let held = || {
+        rdv.metrics_text()
+            .lines()
+            .find_map(|l| l.strip_prefix("rdv_longpoll_waiters "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while held() == 0 {
+        assert!(Instant::now() < deadline, "no long-poll was parked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn an_http_offer_reaches_the_in_process_host_at_once() {
     let server = common::start(Config::default()).await;
@@ -31,9 +49,8 @@ async fn an_http_offer_reaches_the_in_process_host_at_once() {
             (got, Instant::now())
         })
     };
-    // Lets the long-poll park first (the scenario; what is asserted is then
-    // awaited with a timeout); the server shows no "waiting" to poll for.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The long-poll parks first (the scenario).
+    parked(&rdv).await;
     let posted_at = Instant::now();
     let r = post(
         &c,
@@ -92,9 +109,8 @@ async fn an_in_process_answer_releases_the_joiners_long_poll() {
     );
     let c = client();
     let poll = tokio::spawn(async move { get(&c, &url).await });
-    // Lets the long-poll park first (the scenario; what is asserted is then
-    // awaited with a timeout); the server shows no "waiting" to poll for.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The long-poll parks first (the scenario).
+    parked(&rdv).await;
     rdv.host_answer(s.code, &s.host_token, "joiner-0001", "v=0 answer".into())
         .unwrap();
     let r = tokio::time::timeout(Duration::from_secs(2), poll)
@@ -124,9 +140,8 @@ async fn closing_the_session_ends_it_for_joiners_and_waiters() {
         let url = format!("{base}/code/{code}/joiner-offers?wait=10000");
         tokio::spawn(async move { get(&c, &url).await })
     };
-    // Lets the long-poll park first (the scenario; what is asserted is then
-    // awaited with a timeout); the server shows no "waiting" to poll for.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The long-poll parks first (the scenario).
+    parked(&rdv).await;
     rdv.host_close(code, &s.host_token).unwrap();
     let r = tokio::time::timeout(Duration::from_secs(2), waiter)
         .await

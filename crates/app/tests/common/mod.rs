@@ -53,6 +53,22 @@ pub async fn wait_view(jam: &Jam, what: &str, ok: impl Fn(&JamView) -> bool) -> 
     })
 }
 
+/// Waits until `jam`'s host relays `joiner`'s `midi` channel (its MIDI
+/// light shows the channel open): from then on the joiner hears what this
+/// computer plays and is heard. The joiner's own `midi_open` comes a
+/// moment earlier, before the host has routed it. The lights are read
+/// twice a second, so this takes up to half a second.
+pub async fn wait_midi_relayed(jam: &Jam, joiner: &jam::joiner::Joiner) -> JamView {
+    let machine = joiner.view().machine_id;
+    wait_view(jam, "the host relays the joiner's midi channel", |v| {
+        v.peers
+            .iter()
+            .find(|p| p.machine_id.as_deref() == Some(machine.as_str()))
+            .is_some_and(|p| v.midi.iter().any(|m| m.peer == p.id.0 && m.channel_open))
+    })
+    .await
+}
+
 /// Waits until `ok` holds, checking every 10 ms; fails after `limit` with
 /// `what` and what `show` says of the state.
 pub async fn until(what: &str, limit: Duration, ok: impl Fn() -> bool, show: impl Fn() -> String) {

@@ -99,6 +99,11 @@ pub struct PeerMidi {
     /// `None` for the host's own input.
     pub peer: Option<PeerId>,
     pub activity: Activity,
+    /// The relay routes this peer: its `midi` channel is open, it was
+    /// welcomed and its link is up, so it hears the jam and is heard from
+    /// now on. Known the moment it happens, unlike `activity`, which stays
+    /// empty until the peer plays; `false` for the host's own input.
+    pub routed: bool,
 }
 
 /// Counters of the relay, readable at any time without asking the engine.
@@ -322,8 +327,10 @@ impl HostControl {
         let _ = self.cmd.send(Cmd::Midi(MidiCmd::Panic)).await;
     }
 
-    /// The activity light of every peer that played (and of the host's own
-    /// input), for the peer list.
+    /// The activity light of every peer that is routed (its `midi` channel
+    /// open, see [`PeerMidi::routed`]) or played, and of the host's own
+    /// input once it played, for the peer list. In order of peer id, the
+    /// host's input first.
     pub async fn midi_activity(&self) -> Vec<PeerMidi> {
         let (reply, wait) = oneshot::channel();
         if self
@@ -377,16 +384,31 @@ impl Engine {
             }
             MidiCmd::Panic => self.live.router.panic(now, &mut out),
             MidiCmd::Activity { reply } => {
-                let rows = self
-                    .live
-                    .router
+                let router = &self.live.router;
+                let mut rows: Vec<PeerMidi> = router
                     .activity()
                     .into_iter()
                     .map(|(origin, activity)| PeerMidi {
                         peer: peer_of(origin),
                         activity,
+                        routed: origin.via().is_some_and(|l| router.is_routed(l)),
                     })
                     .collect();
+                // Routed peers that have not played yet have no voice in
+                // the router; they get a quiet row, so a front end (and a
+                // test) sees the channel open before the first note. At
+                // most `MAX_LINKS` links, so this stays cheap.
+                for l in router.links() {
+                    let origin = Origin::peer(l);
+                    if !rows.iter().any(|r| r.peer == peer_of(origin)) {
+                        rows.push(PeerMidi {
+                            peer: peer_of(origin),
+                            activity: router.activity_of(origin),
+                            routed: true,
+                        });
+                    }
+                }
+                rows.sort_unstable_by_key(|r| r.peer);
                 let _ = reply.send(rows);
             }
         }

@@ -333,7 +333,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    use crate::test_rng::XorShift;
+    use test_support::rng::XorShift;
 
     fn drain(d: &mut FrameDecoder) -> Result<Vec<Vec<u8>>, FrameError> {
         let mut out = Vec::new();

@@ -35,5 +35,3 @@ pub use midi;
 /// The typed boundary values (code, rendezvous URL, ICE server, time),
 /// re-exported so users of the jam need no second dependency.
 pub use types;
-#[cfg(test)]
-mod test_rng;

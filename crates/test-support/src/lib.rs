@@ -9,6 +9,7 @@
 //! - [`tools`]: where the tests find tools that live outside the repository.
 
 pub mod netns;
+pub mod rng;
 pub mod tools;
 pub mod wait;
 

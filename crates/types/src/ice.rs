@@ -608,17 +608,10 @@ mod tests {
 
     #[test]
     fn arbitrary_input_never_panics() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let alphabet = b"0123456789abcdef:/[]%.@?#=sStTuUrnN \x00\xc3\xa9";
-        for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let len = (x % 24) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|i| alphabet[((x >> (i % 8 * 8)) as usize + i) % alphabet.len()])
-                .collect();
-            let s = String::from_utf8_lossy(&bytes);
+        for s in test_support::rng::arbitrary_strings(
+            b"0123456789abcdef:/[]%.@?#=sStTuUrnN \x00\xc3\xa9",
+            20_000,
+        ) {
             if let Ok(server) = IceServer::parse(&s) {
                 let _ = (server.url(), server.redacted());
                 assert_eq!(

@@ -585,7 +585,7 @@ mod tests {
 
     #[test]
     fn random_messages_never_panic_and_never_grow_the_list() {
-        let mut rng = crate::test_rng::XorShift(0x0bad_cafe_dead_beef);
+        let mut rng = test_support::rng::XorShift(0x0bad_cafe_dead_beef);
         let mut s = greeting();
         let mut now = 0u64;
         let kinds = [

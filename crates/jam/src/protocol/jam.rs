@@ -290,7 +290,7 @@ mod tests {
     use crate::framing::{self, decode, encode, encode_json, Frame, FrameError};
     use crate::protocol::jam::testkit::*;
     use crate::protocol::{Action, ClientKind, Jam, JamConfig, LeaveReason, PeerEvent, PeerId};
-    use crate::test_rng::XorShift;
+    use test_support::rng::XorShift;
 
     #[test]
     fn frames_before_hello_are_ignored() {

@@ -49,22 +49,20 @@ impl Default for JamOptions {
 }
 
 /// The hosted jam `settings` describe, on `options`, with the ports of
-/// `midi_system`. A STUN/TURN list that does not parse (only a hand-edited
-/// file can hold one: saved settings are validated) is left out, and the
-/// reason returned for the status line.
+/// `midi_system`. A STUN/TURN list or a rendezvous address that does not
+/// parse (only a hand-edited file can hold one: saved settings are
+/// validated) is left out, and the reasons returned for the status line.
 pub fn hosted_config(
     settings: &Settings,
     options: &JamOptions,
     midi_system: Arc<dyn midi::ports::MidiSystem>,
 ) -> (HostedConfig, Option<String>) {
     let url = settings.rendezvous_url.trim();
-    let (ice_servers, mut ice_error) = match ice_rows_to_servers(&settings.ice_servers) {
-        Ok(ice) => (ice, None),
-        Err(e) => (
-            Vec::new(),
-            Some(format!("STUN/TURN list ignored: {}", e.message)),
-        ),
-    };
+    let mut warnings = Vec::new();
+    let ice_servers = ice_rows_to_servers(&settings.ice_servers).unwrap_or_else(|e| {
+        warnings.push(format!("STUN/TURN list ignored: {}", e.message));
+        Vec::new()
+    });
     // Saved settings are validated; only a hand-edited file holds an address
     // that does not parse. The jam then hosts on the bundled rendezvous and
     // says why, rather than not hosting at all.
@@ -73,7 +71,7 @@ pub fn hosted_config(
         u => match jam::types::RendezvousUrl::parse(u) {
             Ok(u) => Some(u),
             Err(e) => {
-                ice_error = Some(format!(
+                warnings.push(format!(
                     "Rendezvous address ignored ({e}); the jam uses the bundled rendezvous."
                 ));
                 None
@@ -105,7 +103,7 @@ pub fn hosted_config(
         }),
         retry_every: Some(RETRY_EVERY),
     };
-    (cfg, ice_error)
+    (cfg, (!warnings.is_empty()).then(|| warnings.join(" ")))
 }
 
 /// What saving `new` over `old` does to the running jam (the window asks
@@ -147,10 +145,10 @@ impl Jam {
         options: JamOptions,
         midi_system: Arc<dyn midi::ports::MidiSystem>,
     ) -> Jam {
-        let (cfg, ice_error) = hosted_config(&settings, &options, midi_system.clone());
+        let (cfg, warning) = hosted_config(&settings, &options, midi_system.clone());
         // The window reads the view; nobody here follows the event stream.
         let (hosted, _) = Hosted::start(cfg);
-        if let Some(message) = ice_error {
+        if let Some(message) = warning {
             hosted.notice(Level::Warning, message);
         }
         Jam {
@@ -210,8 +208,8 @@ impl Jam {
     /// peer limit, STUN/TURN list and gathering cap apply live. Returns when
     /// the change is made (a new code may still be on its way).
     pub async fn apply(&self, settings: Settings) -> Impact {
-        let (cfg, ice_error) = hosted_config(&settings, &self.options, self.midi_system.clone());
-        if let Some(message) = ice_error {
+        let (cfg, warning) = hosted_config(&settings, &self.options, self.midi_system.clone());
+        if let Some(message) = warning {
             self.hosted.notice(Level::Warning, message);
         }
         self.hosted.apply(cfg).await

@@ -35,7 +35,7 @@ pub struct HostArgs {
     #[arg(long, env = "MIDI_RDV_MAX_PEERS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub max_peers: u64,
     /// A STUN/TURN server (stun:host[:port], turn:user:pass@host[:port][?transport=udp]); repeatable. None by default.
-    #[arg(long = "ice-server", env = "MIDI_RDV_ICE_SERVERS", value_delimiter = ',', value_parser = parse_ice)]
+    #[arg(long = "ice-server", env = "MIDI_RDV_ICE_SERVERS", value_delimiter = ',', value_parser = crate::parse_ice)]
     pub ice_servers: Vec<jam::rtc::IceServer>,
     /// Local address to gather ICE host candidates on; repeatable. Default: every interface.
     #[arg(long = "ice-bind", env = "MIDI_RDV_ICE_BIND", value_delimiter = ',')]
@@ -75,12 +75,6 @@ pub struct HostArgs {
         default_value = "warn,webrtc=off,rtc=off,rtc_sctp=off,rtc_dtls=off,rtc_ice=off,rtc_datachannel=off,rtc_mdns=off,rtc_srtp=off"
     )]
     pub log_level: String,
-}
-
-fn parse_ice(s: &str) -> Result<jam::rtc::IceServer, String> {
-    s.parse::<jam::types::IceServer>()
-        .map(Into::into)
-        .map_err(|e| e.to_string())
 }
 
 /// Prints one event: a JSON line, or a line of text for people.

@@ -73,7 +73,7 @@ pub struct JoinArgs {
     #[arg(long)]
     pub machine_id: Option<String>,
     /// A STUN/TURN server (MidiEditor's syntax); repeatable. None by default.
-    #[arg(long = "ice-server", value_delimiter = ',', value_parser = parse_ice)]
+    #[arg(long = "ice-server", value_delimiter = ',', value_parser = crate::parse_ice)]
     pub ice_servers: Vec<jam::rtc::IceServer>,
     /// Local address to gather ICE candidates on; repeatable. Default: every LAN interface.
     #[arg(long = "ice-bind", value_delimiter = ',')]
@@ -106,12 +106,6 @@ pub struct JoinArgs {
         default_value = "warn,webrtc=off,rtc=off,rtc_sctp=off,rtc_dtls=off,rtc_ice=off,rtc_datachannel=off,rtc_mdns=off,rtc_srtp=off"
     )]
     pub log_level: String,
-}
-
-fn parse_ice(s: &str) -> Result<jam::rtc::IceServer, String> {
-    s.parse::<jam::types::IceServer>()
-        .map(Into::into)
-        .map_err(|e| e.to_string())
 }
 
 /// Bytes given in hex on the command line.

@@ -143,6 +143,14 @@ impl ServeArgs {
 
 /// Accepts only a valid HTTP header name, lowercased, so a typo fails at
 /// startup instead of silently never matching.
+/// `--ice-server`, shared by `host` and `join`: MidiEditor's STUN/TURN entry
+/// syntax, parsed by the one parser (`types::IceServer`), handed to webrtc-rs.
+fn parse_ice(s: &str) -> Result<jam::rtc::IceServer, String> {
+    s.parse::<jam::types::IceServer>()
+        .map(Into::into)
+        .map_err(|e| e.to_string())
+}
+
 fn parse_header_name(s: &str) -> Result<String, String> {
     axum::http::HeaderName::from_bytes(s.trim().as_bytes())
         .map(|h| h.as_str().to_owned())

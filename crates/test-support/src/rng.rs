@@ -6,7 +6,7 @@
 pub struct XorShift(pub u64);
 
 impl XorShift {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -20,12 +20,12 @@ impl XorShift {
         if n == 0 {
             0
         } else {
-            (self.next() % n as u64) as usize
+            (self.next_u64() % n as u64) as usize
         }
     }
 
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
+        (0..n).map(|_| self.next_u64() as u8).collect()
     }
 }
 
@@ -35,7 +35,7 @@ impl XorShift {
 pub fn arbitrary_strings(alphabet: &[u8], count: usize) -> impl Iterator<Item = String> + '_ {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     (0..count).map(move |_| {
-        let x = rng.next();
+        let x = rng.next_u64();
         let len = (x % 24) as usize;
         let bytes: Vec<u8> = (0..len)
             .map(|i| alphabet[((x >> (i % 8 * 8)) as usize + i) % alphabet.len()])

@@ -557,12 +557,12 @@ mod tests {
                 6 => j.frame_received(t(now), peer, &encode(framing::PING)),
                 7 => {
                     let n = rng.below(40);
-                    let junk: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                    let junk: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
                     j.frame_received(t(now), peer, &junk)
                 }
                 8 => j.host_chat("host", now).unwrap_or_default(),
                 _ => {
-                    let f = json!({"type": "hello", "machineId": rng.next() % 3});
+                    let f = json!({"type": "hello", "machineId": rng.next_u64() % 3});
                     j.frame_received(t(now), peer, &encode_json(&f))
                 }
             };

@@ -655,7 +655,7 @@ async fn sigint_answers_in_flight_long_polls_and_exits_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_upload_cannot_hold_shutdown_past_the_grace_period() {
+async fn a_stalled_upload_is_dropped_at_shutdown_and_the_exit_is_clean() {
     let mut p = Proc::start(&serve_args(&["--shutdown-grace-secs", "1"]), &[]);
     let prefix = p.url.trim_start_matches(&format!("http://{}", p.addr));
     // Headers promise 100 bytes; only one arrives.
@@ -675,18 +675,18 @@ async fn a_stalled_upload_cannot_hold_shutdown_past_the_grace_period() {
     p.signal("TERM");
     let out = p.wait_exit(Duration::from_secs(10)).await;
     let took = signalled.elapsed();
+    // The unfinished upload is dropped at once, not waited on for the grace.
     assert!(
-        took < Duration::from_secs(4),
-        "a 1 s grace period took {took:?}"
+        took < Duration::from_millis(900),
+        "a stalled upload held shutdown for {took:?}"
     );
     assert_no_panic(&out.stderr);
     assert_eq!(
         out.status.code(),
-        Some(1),
-        "an unfinished request at the end of the grace period is reported; stderr:\n{}",
+        Some(0),
+        "dropping an unfinished request is a clean stop; stderr:\n{}",
         out.stderr
     );
-    assert!(out.stderr.contains("grace"), "stderr:\n{}", out.stderr);
 }
 
 /// A closed stdout (a service manager or a pipe reader that went away)

@@ -82,16 +82,41 @@ pub struct BoundedStream {
     _permit: Option<OwnedSemaphorePermit>,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
+    /// A replacement for an error response hyper wrote on its own, still to
+    /// be sent (see [`rewrite_bare_error`]).
+    pending: Vec<u8>,
 }
 
 impl BoundedStream {
-    fn new(inner: TcpStream, permit: Option<OwnedSemaphorePermit>, idle: Duration) -> Self {
+    pub(crate) fn new(
+        inner: TcpStream,
+        permit: Option<OwnedSemaphorePermit>,
+        idle: Duration,
+    ) -> Self {
         BoundedStream {
             inner,
             _permit: permit,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
+            pending: Vec::new(),
         }
+    }
+
+    /// Writes out a queued replacement response. Ready(Ok) once nothing is
+    /// left.
+    fn flush_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.pending.is_empty() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.pending) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.touch();
+                    self.pending.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return self.check_idle(cx).map(Err),
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn touch(&mut self) {
@@ -135,6 +160,15 @@ impl AsyncWrite for BoundedStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        match this.flush_pending(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+        if let Some(replacement) = rewrite_bare_error(buf) {
+            this.pending = replacement;
+            return Poll::Ready(Ok(buf.len()));
+        }
         match Pin::new(&mut this.inner).poll_write(cx, buf) {
             Poll::Ready(r) => {
                 this.touch();
@@ -145,11 +179,19 @@ impl AsyncWrite for BoundedStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        match this.flush_pending(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_flush(cx),
+            other => other,
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        match this.flush_pending(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_shutdown(cx),
+            other => other,
+        }
     }
 
     fn poll_write_vectored(
@@ -158,6 +200,19 @@ impl AsyncWrite for BoundedStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        match this.flush_pending(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            if let Some(replacement) = rewrite_bare_error(first) {
+                this.pending = replacement;
+                // Only the head is claimed written; hyper's automatic
+                // responses have no body to follow it.
+                return Poll::Ready(Ok(first.len()));
+            }
+        }
         match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
             Poll::Ready(r) => {
                 this.touch();
@@ -169,5 +224,70 @@ impl AsyncWrite for BoundedStream {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+/// hyper answers a request it cannot parse (400, a URI too long: 414,
+/// headers too large: 431) by itself, before any handler runs, with an empty
+/// body and no CORS headers: a browser client then sees an opaque network
+/// error instead of the status. Every response the rendezvous writes itself
+/// carries `access-control-allow-origin`, so a response head without it is
+/// one of hyper's; it is replaced by the same status with a JSON error body
+/// and the CORS headers, and the connection closes after it (hyper closes
+/// it anyway after a parse error).
+pub(crate) fn rewrite_bare_error(buf: &[u8]) -> Option<Vec<u8>> {
+    let rest = buf.strip_prefix(b"HTTP/1.1 ")?;
+    let status = rest.get(..3)?;
+    let message = match status {
+        b"400" => "bad request",
+        b"414" => "request URI too long",
+        b"431" => "request header fields too large",
+        _ => return None,
+    };
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = &buf[..head_end];
+    if head
+        .windows(b"access-control-allow-origin".len())
+        .any(|w| w.eq_ignore_ascii_case(b"access-control-allow-origin"))
+    {
+        return None;
+    }
+    let reason = std::str::from_utf8(&rest[..head_end.min(rest.len())])
+        .ok()
+        .and_then(|l| l.lines().next())
+        .unwrap_or("");
+    let body = format!("{{\"error\":\"{message}\"}}");
+    Some(
+        format!(
+            "HTTP/1.1 {reason}\r\ncontent-type: application/json\r\n\
+             access-control-allow-origin: *\r\n\
+             access-control-allow-methods: GET, POST, OPTIONS\r\n\
+             access-control-allow-headers: Content-Type\r\n\
+             connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rewrite_bare_error;
+
+    #[test]
+    fn hyper_error_heads_gain_json_and_cors() {
+        let bare =
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let r = String::from_utf8(rewrite_bare_error(bare).unwrap()).unwrap();
+        assert!(
+            r.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{r}"
+        );
+        assert!(r.contains("access-control-allow-origin: *"));
+        assert!(r.ends_with(r#"{"error":"request header fields too large"}"#));
+        let ours = b"HTTP/1.1 400 Bad Request\r\naccess-control-allow-origin: *\r\n\r\n";
+        assert!(rewrite_bare_error(ours).is_none());
+        assert!(rewrite_bare_error(b"HTTP/1.1 200 OK\r\n\r\n").is_none());
+        assert!(rewrite_bare_error(b"garbage").is_none());
     }
 }

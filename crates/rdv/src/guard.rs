@@ -131,15 +131,22 @@ impl GuessGuard {
 /// addresses would let one host rotate past any limit). IPv4-mapped IPv6
 /// addresses count as their IPv4 address.
 pub fn source_key(ip: IpAddr) -> IpAddr {
+    source_key_prefix(ip, 64)
+}
+
+/// [`source_key`] with a chosen IPv6 prefix length (clamped to 1..=128):
+/// providers that hand each subscriber a /56 or /48 need a shorter one, or
+/// one subscriber counts as 256 or 65,536 sources.
+pub fn source_key_prefix(ip: IpAddr, v6_prefix: u8) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return IpAddr::V4(v4);
             }
-            let mut seg = v6.segments();
-            seg[4..].fill(0);
-            IpAddr::V6(seg.into())
+            let bits = u32::from(v6_prefix.clamp(1, 128));
+            let mask = u128::MAX << (128 - bits);
+            IpAddr::V6((u128::from(v6) & mask).into())
         }
     }
 }
@@ -214,5 +221,26 @@ mod tests {
         assert_ne!(source_key(a.into()), source_key(c.into()));
         let mapped: Ipv6Addr = "::ffff:10.0.0.1".parse().unwrap();
         assert_eq!(source_key(mapped.into()), A);
+    }
+
+    #[test]
+    fn ipv6_prefix_is_configurable() {
+        let a: Ipv6Addr = "2001:db8:1:2aa::1".parse().unwrap();
+        let b: Ipv6Addr = "2001:db8:1:2bb::1".parse().unwrap();
+        let c: Ipv6Addr = "2001:db8:1:3aa::1".parse().unwrap();
+        assert_eq!(
+            source_key_prefix(a.into(), 56),
+            source_key_prefix(b.into(), 56)
+        );
+        assert_ne!(
+            source_key_prefix(a.into(), 56),
+            source_key_prefix(c.into(), 56)
+        );
+        assert_ne!(
+            source_key_prefix(a.into(), 64),
+            source_key_prefix(b.into(), 64)
+        );
+        assert_eq!(source_key_prefix(a.into(), 128), IpAddr::V6(a));
+        assert_eq!(source_key_prefix(A, 8), A);
     }
 }

@@ -12,6 +12,7 @@
 //! This crate knows nothing of WebRTC, MIDI or windows, so the headless
 //! `midi-rdv` server builds without any GUI library.
 
+mod accept;
 pub mod clock;
 pub mod code;
 pub mod conn;

@@ -26,8 +26,8 @@ use tokio::sync::{watch, Notify};
 
 use crate::clock::{Clock, SystemClock};
 use crate::code::{is_valid_joiner_id, Code, OsEntropy};
-use crate::conn::{BoundedListener, Peer};
-use crate::guard::{source_key, GuardLimits, GuessGuard};
+use crate::conn::Peer;
+use crate::guard::{source_key_prefix, GuardLimits, GuessGuard};
 use crate::metrics::{Gauges, Metrics, Route};
 use crate::table::{AnswerError, Change, CreateError, HostError, OfferError, Table, TableLimits};
 use crate::wire::{self, BodyError, JoinerSdp, NewSession};
@@ -62,8 +62,34 @@ pub struct Config {
     /// Path prefix every route lives under, e.g. `/rdv`; empty for none.
     pub base_path: String,
     /// Header carrying the client address when behind a reverse proxy
-    /// (e.g. `x-forwarded-for`; its last entry is used). None: the TCP peer.
+    /// (e.g. `x-forwarded-for`). None: the TCP peer.
     pub client_ip_header: Option<String>,
+    /// Reverse proxies in front that each append the address they received
+    /// from to `client_ip_header`. The client address is the entry this
+    /// many places from the right end of the list (all lines of the header
+    /// joined): entries further left were written by the client itself and
+    /// prove nothing. A list shorter than this means the request did not
+    /// come through the proxies; then the TCP peer is used.
+    pub trusted_proxies: usize,
+    /// IPv6 prefix length one source stands for in every per-source limit
+    /// (connections, sessions, SDP bytes, guessing).
+    pub ipv6_prefix: u8,
+    /// TCP connections one source may hold open; more are closed at once.
+    pub max_connections_per_source: usize,
+    /// The whole request head must arrive within this from when the
+    /// connection is ready for it (a trickle does not extend it); also how
+    /// long an idle keep-alive connection waits for its next request.
+    pub header_timeout: Duration,
+    /// The whole request body must arrive within this from when the
+    /// handler starts reading it; else 408.
+    pub body_timeout: Duration,
+    /// Largest request head (request line plus headers) read; larger ones
+    /// get 431, smaller limits than hyper's 8 KiB minimum are raised to it.
+    pub max_header_bytes: usize,
+    /// On shutdown, how long a connection with a request in a handler or a
+    /// response being written may take to finish; connections owing nothing
+    /// are closed at once.
+    pub shutdown_grace: Duration,
     pub docs_url: String,
     /// How often expired sessions are swept out of memory.
     pub sweep_interval: Duration,
@@ -88,6 +114,13 @@ impl Default for Config {
             sweep_interval: Duration::from_secs(5),
             max_connections: 8192,
             idle_timeout: Duration::from_secs(75),
+            trusted_proxies: 1,
+            ipv6_prefix: 64,
+            max_connections_per_source: 256,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(20),
+            max_header_bytes: 16 * 1024,
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
@@ -167,6 +200,29 @@ impl Rendezvous {
         &self.inner.config
     }
 
+    /// Follows the shutdown flag (see [`Rendezvous::begin_shutdown`]).
+    pub(crate) fn shutdown_watch(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    /// Answers one request and records it in the metrics.
+    pub(crate) async fn handle(&self, req: Request) -> Response {
+        let started = Instant::now();
+        let (route, resp) = self.dispatch(req).await;
+        let status = resp.status().as_u16();
+        self.inner.metrics.observe(route, status, started.elapsed());
+        tracing::debug!(route = route.template(), status, "request");
+        resp
+    }
+
+    /// Wakes the long-polls of sessions the table evicted to make room.
+    fn wake_evicted(&self, table: &mut Table) {
+        for code in table.take_evicted() {
+            tracing::info!("idle or over-share session evicted to make room");
+            self.wake(Change::Code(code));
+        }
+    }
+
     /// Joiner slots per session from now on (see
     /// [`Table::set_max_peers`]); `config().table.max_peers` keeps the value
     /// it started with. Used by a jam host whose peer limit changes live:
@@ -241,8 +297,12 @@ impl Rendezvous {
                 .to_owned(),
         };
         let now = self.inner.clock.now();
-        let created =
-            lock(&self.inner.table).create(now, info, protect_answers, None, &mut OsEntropy);
+        let created = {
+            let mut t = lock(&self.inner.table);
+            let c = t.create(now, info, protect_answers, None, &mut OsEntropy);
+            self.wake_evicted(&mut t);
+            c
+        };
         if created.is_ok() {
             self.inner.metrics.session_created();
         }
@@ -376,24 +436,35 @@ impl Rendezvous {
 
     /// The address per-source limits apply to.
     fn source_of(&self, req: &Request) -> IpAddr {
-        let from_header = self
-            .inner
-            .config
+        let config = &self.inner.config;
+        let from_header = config
             .client_ip_header
             .as_deref()
-            .and_then(|h| req.headers().get(h))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .and_then(|v| v.trim().parse::<IpAddr>().ok());
+            .and_then(|h| forwarded_client(req.headers(), h, config.trusted_proxies));
         let peer = req
             .extensions()
             .get::<ConnectInfo<Peer>>()
             .map(|c| c.0 .0.ip());
-        source_key(
+        source_key_prefix(
             from_header
                 .or(peer)
                 .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            config.ipv6_prefix,
         )
+    }
+
+    /// The guessing lockout, unless the request bears `code`'s host token:
+    /// a host behind the same NAT as a guesser must keep its session.
+    fn locked_out_unless_host(
+        &self,
+        source: IpAddr,
+        code: Code,
+        req: &Request,
+    ) -> Option<Response> {
+        let r = self.locked_out(source)?;
+        let now = self.inner.clock.now();
+        let host = lock(&self.inner.table).is_token_holder(now, code, bearer_token(req.headers()));
+        (!host).then_some(r)
     }
 
     fn locked_out(&self, source: IpAddr) -> Option<Response> {
@@ -426,7 +497,20 @@ impl Rendezvous {
             self.inner.metrics.body_refused();
             return Err(too_large());
         }
-        match axum::body::to_bytes(req.into_body(), max).await {
+        let mut closing = self.inner.shutdown.subscribe();
+        let read = tokio::select! {
+            r = tokio::time::timeout(
+                self.inner.config.body_timeout,
+                axum::body::to_bytes(req.into_body(), max),
+            ) => r,
+            _ = closing.wait_for(|c| *c) => {
+                return Err(error(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"));
+            }
+        };
+        let Ok(read) = read else {
+            return Err(error(StatusCode::REQUEST_TIMEOUT, "request body too slow"));
+        };
+        match read {
             Ok(bytes) => wire::parse_body(&bytes).map_err(body_error),
             Err(e) => {
                 let too_big = std::error::Error::source(&e)
@@ -454,16 +538,21 @@ impl Rendezvous {
             Err(e) => return body_error(e),
         };
         let now = self.inner.clock.now();
-        let created = lock(&self.inner.table).create(
-            now,
-            crate::table::SessionInfo {
-                session_id: new.session_id,
-                display_name: new.display_name,
-            },
-            new.protect_answers,
-            Some(source),
-            &mut OsEntropy,
-        );
+        let created = {
+            let mut t = lock(&self.inner.table);
+            let c = t.create(
+                now,
+                crate::table::SessionInfo {
+                    session_id: new.session_id,
+                    display_name: new.display_name,
+                },
+                new.protect_answers,
+                Some(source),
+                &mut OsEntropy,
+            );
+            self.wake_evicted(&mut t);
+            c
+        };
         match created {
             Ok(c) => {
                 self.inner.metrics.session_created();
@@ -537,7 +626,14 @@ impl Rendezvous {
         };
         let now = self.inner.clock.now();
         let wall = self.inner.clock.wall_ms();
-        let r = lock(&self.inner.table).post_offer(now, wall, code, &o.joiner_id, o.sdp);
+        let r = lock(&self.inner.table).post_offer_from(
+            now,
+            wall,
+            code,
+            &o.joiner_id,
+            o.sdp,
+            Some(source),
+        );
         match r {
             Ok(change) => {
                 self.wake(change);
@@ -552,11 +648,23 @@ impl Rendezvous {
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("session is full ({} peers)", self.max_peers()),
             ),
+            Err(OfferError::SessionBudget) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "session holds too much SDP; try again later",
+            ),
+            Err(OfferError::SourceBudget) => error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too much SDP stored from this address",
+            ),
+            Err(OfferError::ServerBudget) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server is at capacity; try again later",
+            ),
         }
     }
 
     async fn list_offers(&self, code: Code, req: Request, source: IpAddr) -> Response {
-        if let Some(r) = self.locked_out(source) {
+        if let Some(r) = self.locked_out_unless_host(source, code, &req) {
             return r;
         }
         let wait = match self.wait_of(&req) {
@@ -595,7 +703,7 @@ impl Rendezvous {
     }
 
     async fn post_answer(&self, code: Code, req: Request, source: IpAddr) -> Response {
-        if let Some(r) = self.locked_out(source) {
+        if let Some(r) = self.locked_out_unless_host(source, code, &req) {
             return r;
         }
         let bearer = bearer_token(req.headers()).map(str::to_owned);
@@ -618,8 +726,14 @@ impl Rendezvous {
             Err(e) => return body_error(e),
         };
         let now = self.inner.clock.now();
-        let r =
-            lock(&self.inner.table).post_answer(now, code, bearer.as_deref(), &a.joiner_id, a.sdp);
+        let r = lock(&self.inner.table).post_answer_from(
+            now,
+            code,
+            bearer.as_deref(),
+            &a.joiner_id,
+            a.sdp,
+            Some(source),
+        );
         match r {
             Ok(change) => {
                 self.wake(change);
@@ -634,6 +748,10 @@ impl Rendezvous {
             Err(AnswerError::TooManyRecords) => error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many answers stored for this session",
+            ),
+            Err(AnswerError::OverBudget) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too much SDP stored; try again later",
             ),
         }
     }
@@ -845,6 +963,35 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The client address a chain of `trusted` reverse proxies reported in
+/// header `name`: every line of the header joined (a proxy may append a
+/// line instead of extending the last), then the entry `trusted` places
+/// from the right. None when the list is shorter (the request bypassed the
+/// proxies) or that entry is not an address.
+fn forwarded_client(headers: &HeaderMap, name: &str, trusted: usize) -> Option<IpAddr> {
+    let entries: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let i = entries.len().checked_sub(trusted.max(1))?;
+    parse_forwarded_addr(entries[i])
+}
+
+/// An address as proxies write it: bare, `[v6]`, or with a port.
+fn parse_forwarded_addr(raw: &str) -> Option<IpAddr> {
+    if let Ok(ip) = raw.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    raw.parse::<SocketAddr>().ok().map(|a| a.ip()).or_else(|| {
+        raw.strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .and_then(|r| r.parse().ok())
+    })
+}
+
 fn cors(resp: &mut Response) {
     let h = resp.headers_mut();
     h.insert(
@@ -932,12 +1079,7 @@ fn body_error(e: BodyError) -> Response {
 }
 
 async fn handle(State(rdv): State<Rendezvous>, req: Request) -> Response {
-    let started = Instant::now();
-    let (route, resp) = rdv.dispatch(req).await;
-    let status = resp.status().as_u16();
-    rdv.inner.metrics.observe(route, status, started.elapsed());
-    tracing::debug!(route = route.template(), status, "request");
-    resp
+    rdv.handle(req).await
 }
 
 /// The rendezvous as an axum router, for embedding or for in-process tests.
@@ -974,12 +1116,9 @@ pub async fn serve(
             rdv.begin_shutdown();
         }
     };
-    let config = &rdv.inner.config;
-    let listener = BoundedListener::new(listener, config.max_connections, config.idle_timeout);
-    let app = router(rdv.clone()).into_make_service_with_connect_info::<Peer>();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(on_signal)
-        .await;
+    let signal = tokio::spawn(on_signal);
+    let result = crate::accept::run(listener, rdv.clone()).await;
+    signal.abort();
     rdv.begin_shutdown();
     let _ = sweeper.await;
     result

@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::clock::Millis;
@@ -31,6 +33,19 @@ pub struct TableLimits {
     /// in one session: bounds what a host posting answers for made-up
     /// joinerIds can store.
     pub max_records_per_session: usize,
+    /// SDP bytes (offers plus answers) one session may hold. Never less
+    /// than 32 KiB per joiner slot, so raising `max_peers` raises it too.
+    pub max_sdp_bytes_per_session: usize,
+    /// SDP bytes stored on behalf of one source (IPv4 address or IPv6
+    /// prefix) across all sessions: what one address can make the server
+    /// hold, whatever number of sessions it spreads it over.
+    pub max_sdp_bytes_per_source: usize,
+    /// SDP bytes stored on the whole server.
+    pub max_sdp_bytes_total: usize,
+    /// A session whose host has not polled (or answered) for this long is
+    /// idle: when the session cap is reached, idle sessions are evicted
+    /// first to make room for a new one.
+    pub idle_after: Duration,
 }
 
 impl Default for TableLimits {
@@ -41,7 +56,20 @@ impl Default for TableLimits {
             max_sessions_per_source: 64,
             max_peers: 8,
             max_records_per_session: 32,
+            max_sdp_bytes_per_session: 1024 * 1024,
+            max_sdp_bytes_per_source: 16 * 1024 * 1024,
+            max_sdp_bytes_total: 256 * 1024 * 1024,
+            idle_after: Duration::from_secs(60),
         }
+    }
+}
+
+impl TableLimits {
+    /// The per-session SDP budget in force: the configured one, but never
+    /// less than 32 KiB per slot (an offer and an answer of a large SDP).
+    pub fn session_sdp_budget(&self) -> usize {
+        self.max_sdp_bytes_per_session
+            .max(self.max_peers.saturating_mul(32 * 1024))
     }
 }
 
@@ -97,6 +125,12 @@ pub enum OfferError {
     JoinerIdInUse,
     #[error("session is full")]
     SessionFull,
+    #[error("this session holds too much SDP")]
+    SessionBudget,
+    #[error("this source has stored too much SDP")]
+    SourceBudget,
+    #[error("the server holds too much SDP")]
+    ServerBudget,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -117,6 +151,8 @@ pub enum AnswerError {
     AlreadyPosted,
     #[error("too many answers stored for this session")]
     TooManyRecords,
+    #[error("too much SDP stored")]
+    OverBudget,
 }
 
 /// What changed, so the async layer knows whom to wake. The table itself
@@ -128,10 +164,63 @@ pub enum Change {
     Code(Code),
 }
 
+/// Bytes of SDP stored, in total and per source. Shared by every stored
+/// SDP ([`Timed`]), which credits it when created and debits it when
+/// dropped, so the counts are right however a record goes away (expiry,
+/// release, eviction, close).
+#[derive(Debug, Default)]
+struct Ledger {
+    total: AtomicUsize,
+    per_source: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Ledger {
+    fn per_source(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.per_source.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn source_bytes(&self, source: IpAddr) -> usize {
+        self.per_source().get(&source).copied().unwrap_or(0)
+    }
+}
+
 #[derive(Debug)]
 struct Timed {
     sdp: String,
     expires: Millis,
+    source: Option<IpAddr>,
+    ledger: Arc<Ledger>,
+}
+
+impl Timed {
+    fn new(ledger: &Arc<Ledger>, sdp: String, expires: Millis, source: Option<IpAddr>) -> Timed {
+        ledger.total.fetch_add(sdp.len(), Ordering::Relaxed);
+        if let Some(src) = source {
+            *ledger.per_source().entry(src).or_insert(0) += sdp.len();
+        }
+        Timed {
+            sdp,
+            expires,
+            source,
+            ledger: ledger.clone(),
+        }
+    }
+}
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        let n = self.sdp.len();
+        self.ledger.total.fetch_sub(n, Ordering::Relaxed);
+        if let Some(src) = self.source {
+            let mut map = self.ledger.per_source();
+            if let Some(v) = map.get_mut(&src) {
+                *v = v.saturating_sub(n);
+                if *v == 0 {
+                    map.remove(&src);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -149,6 +238,9 @@ struct Session {
     protect_answers: bool,
     source: Option<IpAddr>,
     expires: Millis,
+    /// The host's last poll or answer (or the creation): how eviction tells
+    /// a session someone still runs from an abandoned one.
+    last_host: Millis,
     /// Records in arrival order of their current offer.
     joiners: Vec<Joiner>,
 }
@@ -167,6 +259,16 @@ impl Session {
         }
         self.joiners
             .retain(|j| j.offer.is_some() || j.answer.is_some());
+    }
+
+    fn sdp_bytes(&self) -> usize {
+        self.joiners
+            .iter()
+            .map(|j| {
+                j.offer.as_ref().map_or(0, |(t, _)| t.sdp.len())
+                    + j.answer.as_ref().map_or(0, |t| t.sdp.len())
+            })
+            .sum()
     }
 
     fn live_offers(&self) -> usize {
@@ -207,6 +309,11 @@ pub struct Table {
     /// Sessions that expired (as opposed to being dropped by the server);
     /// read by metrics.
     expired_total: u64,
+    ledger: Arc<Ledger>,
+    /// Sessions evicted to make room, not yet handed to the server (which
+    /// wakes their long-polls); at most one per create.
+    evicted: Vec<Code>,
+    evicted_total: u64,
 }
 
 impl Table {
@@ -216,7 +323,72 @@ impl Table {
             sessions: HashMap::new(),
             per_source: HashMap::new(),
             expired_total: 0,
+            ledger: Arc::new(Ledger::default()),
+            evicted: Vec::new(),
+            evicted_total: 0,
         }
+    }
+
+    /// Codes of sessions evicted since the last call (so their waiters can
+    /// be woken).
+    pub fn take_evicted(&mut self) -> Vec<Code> {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// Sessions evicted to make room for new ones, ever.
+    pub fn evicted_total(&self) -> u64 {
+        self.evicted_total
+    }
+
+    /// SDP bytes stored on the whole server.
+    pub fn sdp_bytes(&self) -> usize {
+        self.ledger.total.load(Ordering::Relaxed)
+    }
+
+    /// Whether `bearer` is this live session's host token (protected or
+    /// not): such a caller is the host, whom the guessing lockout exempts.
+    pub fn is_token_holder(&mut self, now: Millis, code: Code, bearer: Option<&str>) -> bool {
+        let Some(bearer) = bearer else {
+            return false;
+        };
+        self.live(now, code)
+            .is_some_and(|s| constant_time_eq(bearer.as_bytes(), s.host_token.as_bytes()))
+    }
+
+    /// The session to drop so that `creator` can open one when the table is
+    /// full, if any may go. First choice: the longest idle session (no host
+    /// poll for `idle_after`). Else a session of the source holding the most
+    /// sessions, its least recently polled one, but only if that source
+    /// holds at least two more than `creator` does: a host that keeps
+    /// polling its one session is never the one that makes room, and nobody
+    /// is refused while somebody else holds a bigger share.
+    fn eviction_victim(&self, now: Millis, creator: Option<IpAddr>) -> Option<Code> {
+        let idle_before = now.0.checked_sub(self.limits.idle_after.as_millis() as u64);
+        let idle = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| idle_before.is_some_and(|t| s.last_host.0 <= t))
+            .min_by_key(|(_, s)| s.last_host)
+            .map(|(c, _)| *c);
+        if idle.is_some() {
+            return idle;
+        }
+        let mine = creator
+            .and_then(|c| self.per_source.get(&c).copied())
+            .unwrap_or(0);
+        let (big, held) = self
+            .per_source
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(s, n)| (*s, *n))?;
+        if held < mine + 2 {
+            return None;
+        }
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.source == Some(big))
+            .min_by_key(|(_, s)| s.last_host)
+            .map(|(c, _)| *c)
     }
 
     pub fn limits(&self) -> &TableLimits {
@@ -280,7 +452,12 @@ impl Table {
             // sure the cap counts live ones only before refusing.
             self.sweep(now);
             if self.sessions.len() >= self.limits.max_sessions {
-                return Err(CreateError::ServerFull);
+                let victim = self
+                    .eviction_victim(now, source)
+                    .ok_or(CreateError::ServerFull)?;
+                self.remove(victim);
+                self.evicted.push(victim);
+                self.evicted_total += 1;
             }
         }
         if let Some(src) = source {
@@ -316,6 +493,7 @@ impl Table {
                 protect_answers,
                 source,
                 expires: now.after(self.limits.ttl),
+                last_host: now,
                 joiners: Vec::new(),
             },
         );
@@ -362,9 +540,29 @@ impl Table {
         joiner_id: &str,
         sdp: String,
     ) -> Result<Change, OfferError> {
+        self.post_offer_from(now, wall_ms, code, joiner_id, sdp, None)
+    }
+
+    /// [`Table::post_offer`] on behalf of `source` (the already-grouped
+    /// client address), whose stored SDP counts against its byte budget.
+    /// The budgets are checked after the 409 and slot checks, so a client
+    /// sees the protocol's own answers first.
+    pub fn post_offer_from(
+        &mut self,
+        now: Millis,
+        wall_ms: u64,
+        code: Code,
+        joiner_id: &str,
+        sdp: String,
+        source: Option<IpAddr>,
+    ) -> Result<Change, OfferError> {
         let ttl = self.limits.ttl;
         let max_peers = self.limits.max_peers;
         let max_records = self.limits.max_records_per_session.max(max_peers);
+        let session_budget = self.limits.session_sdp_budget();
+        let source_budget = self.limits.max_sdp_bytes_per_source;
+        let total_budget = self.limits.max_sdp_bytes_total;
+        let ledger = self.ledger.clone();
         let s = self.live(now, code).ok_or(OfferError::NoSession)?;
         let pos = s.joiners.iter().position(|j| j.id == joiner_id);
         if pos.is_some_and(|i| s.joiners[i].offer.is_some()) {
@@ -373,13 +571,17 @@ impl Table {
         if s.live_offers() >= max_peers {
             return Err(OfferError::SessionFull);
         }
-        let offer = Some((
-            Timed {
-                sdp,
-                expires: now.after(ttl),
-            },
-            wall_ms,
-        ));
+        let n = sdp.len();
+        if s.sdp_bytes().saturating_add(n) > session_budget {
+            return Err(OfferError::SessionBudget);
+        }
+        if source.is_some_and(|src| ledger.source_bytes(src).saturating_add(n) > source_budget) {
+            return Err(OfferError::SourceBudget);
+        }
+        if ledger.total.load(Ordering::Relaxed).saturating_add(n) > total_budget {
+            return Err(OfferError::ServerBudget);
+        }
+        let offer = Some((Timed::new(&ledger, sdp, now.after(ttl), source), wall_ms));
         // A record without an offer only holds an answer; it moves to the end
         // because the list is ordered by the arrival of the current offer.
         let mut joiner = match pos {
@@ -416,6 +618,7 @@ impl Table {
         let s = self.live(now, code)?;
         if s.is_host(bearer) {
             s.expires = now.after(ttl);
+            s.last_host = now;
         }
         let mut has_unanswered = false;
         let offers = s
@@ -449,18 +652,45 @@ impl Table {
         joiner_id: &str,
         sdp: String,
     ) -> Result<Change, AnswerError> {
+        self.post_answer_from(now, code, bearer, joiner_id, sdp, None)
+    }
+
+    /// [`Table::post_answer`] on behalf of `source`, whose stored SDP counts
+    /// against its byte budget like an offer's.
+    pub fn post_answer_from(
+        &mut self,
+        now: Millis,
+        code: Code,
+        bearer: Option<&str>,
+        joiner_id: &str,
+        sdp: String,
+        source: Option<IpAddr>,
+    ) -> Result<Change, AnswerError> {
         let ttl = self.limits.ttl;
         let max_records = self
             .limits
             .max_records_per_session
             .max(self.limits.max_peers);
+        let session_budget = self.limits.session_sdp_budget();
+        let source_budget = self.limits.max_sdp_bytes_per_source;
+        let total_budget = self.limits.max_sdp_bytes_total;
+        let ledger = self.ledger.clone();
         let s = self.live(now, code).ok_or(AnswerError::NoSession)?;
         s.authorise_host(bearer)
             .map_err(|_| AnswerError::TokenRequired)?;
-        let answer = Timed {
-            sdp,
-            expires: now.after(ttl),
-        };
+        let n = sdp.len();
+        let over = s.sdp_bytes().saturating_add(n) > session_budget
+            || source.is_some_and(|src| ledger.source_bytes(src).saturating_add(n) > source_budget)
+            || ledger.total.load(Ordering::Relaxed).saturating_add(n) > total_budget;
+        if over
+            && !s
+                .joiners
+                .iter()
+                .any(|j| j.id == joiner_id && j.answer.is_some())
+        {
+            return Err(AnswerError::OverBudget);
+        }
+        let answer = Timed::new(&ledger, sdp, now.after(ttl), source);
         match s.joiners.iter_mut().find(|j| j.id == joiner_id) {
             Some(j) if j.answer.is_some() => return Err(AnswerError::AlreadyPosted),
             Some(j) => j.answer = Some(answer),
@@ -476,6 +706,7 @@ impl Table {
             }
         }
         s.expires = now.after(ttl);
+        s.last_host = now;
         Ok(Change::Code(code))
     }
 

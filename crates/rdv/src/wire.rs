@@ -29,6 +29,15 @@ pub fn truncate_utf16(s: &str, max: usize) -> &str {
     s
 }
 
+/// Whether `sdp` is text as SDP is (RFC 8866: lines of printable text
+/// ending in CRLF): no control character but CR, LF and TAB. Control
+/// characters are what turn a 64 Ki-unit SDP into 384 KiB of JSON escapes
+/// in every listing, and what a terminal would interpret.
+pub fn is_sdp_text(sdp: &str) -> bool {
+    !sdp.chars()
+        .any(|c| c.is_control() && !matches!(c, '\r' | '\n' | '\t'))
+}
+
 /// Why a body was not accepted, each with the exact error string clients see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyError {
@@ -36,6 +45,7 @@ pub enum BodyError {
     SessionId,
     JoinerId,
     Sdp,
+    SdpNotText,
 }
 
 impl BodyError {
@@ -45,6 +55,7 @@ impl BodyError {
             BodyError::SessionId => "missing or oversized sessionId",
             BodyError::JoinerId => "invalid joinerId",
             BodyError::Sdp => "missing or oversized sdp",
+            BodyError::SdpNotText => "sdp must be printable text",
         }
     }
 }
@@ -112,6 +123,9 @@ impl JoinerSdp {
             Some(Value::String(s)) if !s.is_empty() && utf16_len(s) <= MAX_SDP_UNITS => s.clone(),
             _ => return Err(BodyError::Sdp),
         };
+        if !is_sdp_text(&sdp) {
+            return Err(BodyError::SdpNotText);
+        }
         Ok(JoinerSdp { joiner_id, sdp })
     }
 }

@@ -1194,4 +1194,112 @@ mod tests {
             Err(AnswerError::NoSession)
         );
     }
+
+    fn src(i: u8) -> Option<IpAddr> {
+        Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)))
+    }
+
+    #[test]
+    fn sdp_budgets_are_per_session_per_source_and_total_and_refilled_on_expiry() {
+        let mut t = Table::new(TableLimits {
+            max_peers: 8,
+            max_sdp_bytes_per_session: 0, // floor: 8 x 32 KiB
+            max_sdp_bytes_per_source: 300_000,
+            max_sdp_bytes_total: 500_000,
+            ..TableLimits::default()
+        });
+        let big = "x".repeat(100_000);
+        let a = open(&mut t, 0).code;
+        let b = open(&mut t, 0).code;
+        let c = open(&mut t, 0).code;
+        let post = |t: &mut Table, code, id: &str, from| {
+            t.post_offer_from(Millis(0), 0, code, id, big.clone(), from)
+        };
+        // Session budget: 256 KiB holds two 100 KB offers, not three.
+        assert!(post(&mut t, a, "joiner-01", src(1)).is_ok());
+        assert!(post(&mut t, a, "joiner-02", src(2)).is_ok());
+        assert_eq!(
+            post(&mut t, a, "joiner-03", src(3)),
+            Err(OfferError::SessionBudget)
+        );
+        // Source budget: source 1 already stored 100 KB; two more fit.
+        assert!(post(&mut t, b, "joiner-04", src(1)).is_ok());
+        assert!(post(&mut t, c, "joiner-05", src(1)).is_ok());
+        assert_eq!(
+            post(&mut t, c, "joiner-06", src(1)),
+            Err(OfferError::SourceBudget)
+        );
+        // Total budget: 400 KB stored, one more 100 KB fits, then none.
+        assert!(post(&mut t, b, "joiner-07", src(4)).is_ok());
+        assert_eq!(t.sdp_bytes(), 500_000);
+        assert_eq!(
+            post(&mut t, c, "joiner-08", src(5)),
+            Err(OfferError::ServerBudget)
+        );
+        // Releasing and expiry give the bytes back.
+        assert_eq!(t.release(Millis(0), a, None, "joiner-01"), Ok(true));
+        assert_eq!(t.sdp_bytes(), 400_000);
+        t.sweep(Millis(TTL));
+        assert_eq!(t.sdp_bytes(), 0);
+        assert!(t.ledger.per_source().is_empty());
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_idle_then_the_biggest_holder_never_a_polling_host() {
+        let mut t = Table::new(TableLimits {
+            max_sessions: 4,
+            idle_after: Duration::from_secs(60),
+            ..TableLimits::default()
+        });
+        let mk = |t: &mut Table, now, from| {
+            t.create(Millis(now), info("s"), false, from, &mut OsEntropy)
+        };
+        let host = mk(&mut t, 0, src(1)).unwrap().code;
+        let squat: Vec<Code> = (0..3)
+            .map(|_| mk(&mut t, 0, src(2)).unwrap().code)
+            .collect();
+        // Full: the biggest holder (3 sessions) gives one up for a newcomer.
+        t.list_offers(Millis(1_000), host, None).unwrap();
+        let newcomer = mk(&mut t, 1_000, src(3)).unwrap().code;
+        assert_eq!(t.take_evicted().len(), 1);
+        assert!(t.lookup(Millis(1_000), host).is_some());
+        assert!(t.lookup(Millis(1_000), newcomer).is_some());
+        assert_eq!(
+            squat
+                .iter()
+                .filter(|c| t.lookup(Millis(1_000), **c).is_some())
+                .count(),
+            2
+        );
+        // Shares 1/2/1: the 2-session source gives one up for a source
+        // with none; at 1/1/1/1 nobody holds two more, so the next waits.
+        mk(&mut t, 2_000, src(4)).unwrap();
+        assert_eq!(t.take_evicted().len(), 1);
+        assert!(t.lookup(Millis(2_000), host).is_some());
+        assert_eq!(
+            mk(&mut t, 2_000, src(5)).map(|_| ()).unwrap_err(),
+            CreateError::ServerFull
+        );
+        assert!(t.take_evicted().is_empty());
+        // Later, only the host keeps polling: the idle sessions go first.
+        t.list_offers(Millis(90_000), host, None).unwrap();
+        let late = mk(&mut t, 90_000, src(5)).unwrap().code;
+        let gone = t.take_evicted();
+        assert_eq!(gone.len(), 1);
+        assert_ne!(gone[0], host);
+        assert!(t.lookup(Millis(90_000), host).is_some());
+        assert!(t.lookup(Millis(90_000), late).is_some());
+        assert_eq!(t.evicted_total(), 3);
+    }
+
+    #[test]
+    fn the_token_holder_is_recognised_in_any_session() {
+        let mut t = table();
+        let c = t
+            .create(Millis(0), info("s"), false, None, &mut OsEntropy)
+            .unwrap();
+        assert!(t.is_token_holder(Millis(0), c.code, Some(&c.host_token)));
+        assert!(!t.is_token_holder(Millis(0), c.code, Some("nope")));
+        assert!(!t.is_token_holder(Millis(0), c.code, None));
+    }
 }

@@ -485,8 +485,8 @@ async fn proxies_guessers_and_the_host_behind_them() {
 
     // A guesser behind the host's NAT (same address) gets locked out...
     const ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
-    for i in 0..31 {
-        let guess = format!("ZQ{}A", ALPHABET[i] as char);
+    for &ch in &ALPHABET[..31] {
+        let guess = format!("ZQ{}A", ch as char);
         if guess == code {
             continue;
         }

@@ -77,6 +77,24 @@ pub struct HostArgs {
     pub log_level: String,
 }
 
+/// `s` made harmless for a terminal: peers choose their display names and
+/// chat text, and an escape sequence in them would otherwise be run by the
+/// host's terminal (clear the screen, retitle the window, fake a line). Every
+/// control character (C0, DEL, C1: ESC, CR, LF and TAB included) and every
+/// bidirectional override becomes U+FFFD; the JSON output escapes them
+/// instead.
+fn terminal_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// Prints one event: a JSON line, or a line of text for people.
 fn print(json: bool, e: &HostEvent) {
     let line = if json {
@@ -106,12 +124,14 @@ fn print(json: bool, e: &HostEvent) {
                 format!(
                     "{}: {} ({})",
                     v["event"].as_str().unwrap_or("peer"),
-                    peer.display_name.as_deref().unwrap_or("(no name yet)"),
+                    terminal_safe(peer.display_name.as_deref().unwrap_or("(no name yet)")),
                     v["peer"]["state"].as_str().unwrap_or("")
                 )
             }
-            HostEvent::Chat { display_name, text } => format!("{display_name}: {text}"),
-            HostEvent::Error { message } => format!("error: {message}"),
+            HostEvent::Chat { display_name, text } => {
+                format!("{}: {}", terminal_safe(display_name), terminal_safe(text))
+            }
+            HostEvent::Error { message } => format!("error: {}", terminal_safe(message)),
             HostEvent::Stopped => "Stopped.".to_owned(),
         }
     };
@@ -306,6 +326,24 @@ fn parse_command(line: &str) -> Result<Command, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_text_cannot_reach_the_terminal_as_control_sequences() {
+        assert_eq!(terminal_safe("Ann"), "Ann");
+        assert_eq!(
+            terminal_safe("\u{1b}[2J\u{1b}]0;pwned\u{7}x"),
+            "\u{fffd}[2J\u{fffd}]0;pwned\u{fffd}x"
+        );
+        assert_eq!(
+            terminal_safe("a\r\nhost: fake"),
+            "a\u{fffd}\u{fffd}host: fake"
+        );
+        assert_eq!(
+            terminal_safe("\u{9b}31m\u{202e}abc"),
+            "\u{fffd}31m\u{fffd}abc"
+        );
+        assert_eq!(terminal_safe("Zoë 🎹"), "Zoë 🎹");
+    }
 
     #[test]
     fn stdin_commands_parse_or_explain() {

@@ -128,6 +128,15 @@ struct ServeArgs {
     /// Seconds without a host poll after which a session is idle and evicted first when the server is full.
     #[arg(long, env = "MIDI_RDV_IDLE_SESSION_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     idle_session_secs: u64,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key); the files are re-read when they change.
+    #[arg(long, env = "MIDI_RDV_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "MIDI_RDV_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// How often to check the TLS files for a renewed certificate, in seconds.
+    #[arg(long, env = "MIDI_RDV_TLS_RELOAD_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    tls_reload_secs: u64,
     /// URL reported as "docs" in /health.
     #[arg(long, env = "MIDI_RDV_DOCS_URL", default_value = rdv::server::DEFAULT_DOCS_URL)]
     docs_url: String,
@@ -177,6 +186,14 @@ impl ServeArgs {
             body_timeout: Duration::from_secs(self.body_timeout_secs),
             max_header_bytes: to_usize(self.max_header_bytes),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(rdv::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    reload_interval: Duration::from_secs(self.tls_reload_secs),
+                }),
+                _ => None,
+            },
             docs_url: self.docs_url.clone(),
             ..Config::default()
         }
@@ -244,6 +261,14 @@ async fn shutdown_signal() {
 async fn run_serve(args: ServeArgs) -> Result<(), String> {
     init_logging(&args)?;
     let config = args.config();
+    if let Some(files) = &config.tls {
+        rdv::tls::check_files(files).map_err(|e| format!("cannot use the TLS files: {e}"))?;
+    }
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let rdv = Rendezvous::new(config);
     let bind = SocketAddr::new(args.bind, args.port);
     let listener = tokio::net::TcpListener::bind(bind)
@@ -258,7 +283,7 @@ async fn run_serve(args: ServeArgs) -> Result<(), String> {
     // A closed stdout (the reader went away) must not stop the server.
     {
         let mut out = std::io::stdout().lock();
-        if writeln!(out, "midi-rdv listening on http://{addr}{base}")
+        if writeln!(out, "midi-rdv listening on {scheme}://{addr}{base}")
             .and_then(|()| out.flush())
             .is_err()
         {

@@ -31,13 +31,15 @@ use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::conn::{BoundedStream, Peer};
+use crate::conn::{BoundedStream, ErrorsAsJson, Peer};
 use crate::guard::source_key_prefix;
 use crate::server::Rendezvous;
+use crate::tls::Reloading;
 
 /// Connections open per source, shared by the accept loop and the
 /// connection tasks that give their slot back.
@@ -131,6 +133,28 @@ pub(crate) async fn run(listener: TcpListener, rdv: Rendezvous) -> std::io::Resu
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let per_source = Arc::new(PerSource::default());
     let mut closing = rdv.shutdown_watch();
+    let tls = match &config.tls {
+        Some(files) => {
+            let certs = Reloading::new(files.clone())?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config()?);
+            let reloader = {
+                let certs = certs.clone();
+                let mut closing = rdv.shutdown_watch();
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(certs.files().reload_interval);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tokio::select! {
+                            _ = tick.tick() => certs.check(),
+                            _ = closing.wait_for(|c| *c) => break,
+                        }
+                    }
+                })
+            };
+            Some((acceptor, reloader))
+        }
+        None => None,
+    };
     let mut conns = JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -159,16 +183,38 @@ pub(crate) async fn run(listener: TcpListener, rdv: Rendezvous) -> std::io::Resu
         };
         let _ = stream.set_nodelay(true);
         let io = BoundedStream::new(stream, permit, config.idle_timeout);
-        conns.spawn(connection(io, addr, rdv.clone(), slot));
+        match &tls {
+            None => {
+                conns.spawn(connection(io, addr, rdv.clone(), slot));
+            }
+            Some((acceptor, _)) => {
+                let acceptor = acceptor.clone();
+                let rdv = rdv.clone();
+                conns.spawn(async move {
+                    // The handshake counts against the header deadline: a
+                    // slow TLS client is a slowloris too.
+                    let hs = tokio::time::timeout(rdv.config().header_timeout, acceptor.accept(io));
+                    if let Ok(Ok(stream)) = hs.await {
+                        connection(stream, addr, rdv, slot).await;
+                    }
+                });
+            }
+        }
         while conns.try_join_next().is_some() {}
     }
     drop(listener);
+    if let Some((_, reloader)) = tls {
+        reloader.abort();
+    }
     // Every connection task watches the flag itself; wait for them all.
     while conns.join_next().await.is_some() {}
     Ok(())
 }
 
-async fn connection(io: BoundedStream, addr: SocketAddr, rdv: Rendezvous, _slot: SourceSlot) {
+async fn connection<T>(io: T, addr: SocketAddr, rdv: Rendezvous, _slot: SourceSlot)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let config = rdv.config();
     let busy = Arc::new(AtomicUsize::new(0));
     let service = {
@@ -194,7 +240,7 @@ async fn connection(io: BoundedStream, addr: SocketAddr, rdv: Rendezvous, _slot:
         .header_read_timeout(config.header_timeout)
         .keep_alive(true)
         .max_buf_size(config.max_header_bytes.max(8192));
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let conn = builder.serve_connection(TokioIo::new(ErrorsAsJson::new(io)), service);
     tokio::pin!(conn);
     let mut closing: watch::Receiver<bool> = rdv.shutdown_watch();
     tokio::select! {

@@ -82,9 +82,6 @@ pub struct BoundedStream {
     _permit: Option<OwnedSemaphorePermit>,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
-    /// A replacement for an error response hyper wrote on its own, still to
-    /// be sent (see [`rewrite_bare_error`]).
-    pending: Vec<u8>,
 }
 
 impl BoundedStream {
@@ -98,25 +95,7 @@ impl BoundedStream {
             _permit: permit,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
-            pending: Vec::new(),
         }
-    }
-
-    /// Writes out a queued replacement response. Ready(Ok) once nothing is
-    /// left.
-    fn flush_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.pending.is_empty() {
-            match Pin::new(&mut self.inner).poll_write(cx, &self.pending) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => {
-                    self.touch();
-                    self.pending.drain(..n);
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return self.check_idle(cx).map(Err),
-            }
-        }
-        Poll::Ready(Ok(()))
     }
 
     fn touch(&mut self) {
@@ -160,15 +139,6 @@ impl AsyncWrite for BoundedStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match this.flush_pending(cx) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
-        }
-        if let Some(replacement) = rewrite_bare_error(buf) {
-            this.pending = replacement;
-            return Poll::Ready(Ok(buf.len()));
-        }
         match Pin::new(&mut this.inner).poll_write(cx, buf) {
             Poll::Ready(r) => {
                 this.touch();
@@ -176,6 +146,94 @@ impl AsyncWrite for BoundedStream {
             }
             Poll::Pending => this.check_idle(cx).map(Err),
         }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => {
+                this.touch();
+                Poll::Ready(r)
+            }
+            Poll::Pending => this.check_idle(cx).map(Err),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// The stream hyper writes to, plain or TLS, with hyper's own bare error
+/// responses replaced on the way out (see [`rewrite_bare_error`]).
+pub(crate) struct ErrorsAsJson<T> {
+    inner: T,
+    /// A replacement response still to be written.
+    pending: Vec<u8>,
+}
+
+impl<T: AsyncWrite + Unpin> ErrorsAsJson<T> {
+    pub(crate) fn new(inner: T) -> Self {
+        ErrorsAsJson {
+            inner,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Writes out a queued replacement. Ready(Ok) once nothing is left.
+    fn flush_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.pending.is_empty() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.pending) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.pending.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ErrorsAsJson<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ErrorsAsJson<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match this.flush_pending(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other.map(|r| r.map(|()| 0)),
+        }
+        if let Some(replacement) = rewrite_bare_error(buf) {
+            this.pending = replacement;
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -202,8 +260,7 @@ impl AsyncWrite for BoundedStream {
         let this = self.get_mut();
         match this.flush_pending(cx) {
             Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
+            other => return other.map(|r| r.map(|()| 0)),
         }
         if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
             if let Some(replacement) = rewrite_bare_error(first) {
@@ -213,13 +270,7 @@ impl AsyncWrite for BoundedStream {
                 return Poll::Ready(Ok(first.len()));
             }
         }
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                this.touch();
-                Poll::Ready(r)
-            }
-            Poll::Pending => this.check_idle(cx).map(Err),
-        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

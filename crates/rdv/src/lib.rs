@@ -21,6 +21,7 @@ mod in_process;
 pub mod metrics;
 pub mod server;
 pub mod table;
+pub mod tls;
 pub mod wire;
 
 pub use clock::{Clock, ManualClock, Millis, SystemClock};

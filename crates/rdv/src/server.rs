@@ -90,6 +90,9 @@ pub struct Config {
     /// response being written may take to finish; connections owing nothing
     /// are closed at once.
     pub shutdown_grace: Duration,
+    /// Serve HTTPS with these certificate files (reloaded when they
+    /// change) instead of plain HTTP.
+    pub tls: Option<crate::tls::TlsFiles>,
     pub docs_url: String,
     /// How often expired sessions are swept out of memory.
     pub sweep_interval: Duration,
@@ -121,6 +124,7 @@ impl Default for Config {
             body_timeout: Duration::from_secs(20),
             max_header_bytes: 16 * 1024,
             shutdown_grace: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -1152,7 +1156,12 @@ impl RunningServer {
 
     /// `http://addr` plus the base path: what a client uses as its URL.
     pub fn url(&self) -> String {
-        format!("http://{}{}", self.addr, self.rdv.config().base_path)
+        let scheme = if self.rdv.config().tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}{}", self.addr, self.rdv.config().base_path)
     }
 
     /// Graceful stop; returns when every in-flight request is answered.

@@ -384,6 +384,10 @@ fn main() {
                     ttl: Duration::from_secs(2),
                     max_sessions: 600_000,
                     max_sessions_per_source: 600_000,
+                    // One load generator on 127.0.0.1 stands for many
+                    // clients: the per-source SDP budget would refuse it.
+                    max_sdp_bytes_per_source: usize::MAX,
+                    max_sdp_bytes_total: usize::MAX,
                     ..TableLimits::default()
                 },
                 sweep_interval: Duration::from_millis(500),

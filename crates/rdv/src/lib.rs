@@ -8,6 +8,9 @@
 //! - [`wire`]: body parsing and response shapes, byte-compatible with the
 //!   public Worker.
 //! - [`server`]: the axum handler, long-polls, metrics and graceful shutdown.
+//! - `accept` (private), [`conn`] and [`tls`]: the connection layer of an
+//!   open-internet server: HTTP/1.1 only, header and body deadlines,
+//!   per-source connection caps, JSON errors from the HTTP layer, HTTPS.
 //!
 //! This crate knows nothing of WebRTC, MIDI or windows, so the headless
 //! `midi-rdv` server builds without any GUI library.

@@ -250,8 +250,27 @@ async fn slowloris_cannot_starve_a_normal_client() {
             "a trickling connection lived {lived:?}"
         );
     }
+    let metrics = client_from(NORMAL)
+        .get(format!("{}/metrics", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rdv_connections_refused_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("rdv_connections_refused_total in /metrics");
+    // How many exactly depends on how fast the 240 connects land compared
+    // with the 1 s deadline freeing slots; some must have met the cap.
+    assert!(
+        refused > 0,
+        "no connection was refused past the per-source cap"
+    );
     println!(
-        "slowloris: worst /health {worst:?}, server RSS {} KiB",
+        "slowloris: worst /health {worst:?}, {refused} refused at accept, server RSS {} KiB",
         server.rss_kib()
     );
     server.stop().await;

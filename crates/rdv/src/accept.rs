@@ -177,6 +177,7 @@ pub(crate) async fn run(listener: TcpListener, rdv: Rendezvous) -> std::io::Resu
         let key = source_key_prefix(addr.ip(), config.ipv6_prefix);
         let Some(slot) = SourceSlot::take(&per_source, key, config.max_connections_per_source)
         else {
+            rdv.note_connection_refused();
             tracing::debug!(source = %key, "connection refused: source at its connection cap");
             drop(stream);
             continue;

@@ -63,6 +63,7 @@ struct Inner {
     latency: BTreeMap<Route, Histogram>,
     sessions_created: u64,
     bodies_refused: u64,
+    connections_refused: u64,
 }
 
 /// Counters owned by the server. Gauges (live sessions and the like) are
@@ -83,6 +84,10 @@ pub struct Gauges {
     pub guard_locked: usize,
     pub sessions_expired_total: u64,
     pub lockouts_total: u64,
+    /// Sessions evicted to make room when the table was full.
+    pub sessions_evicted_total: u64,
+    /// SDP bytes stored now.
+    pub sdp_bytes: usize,
 }
 
 impl Metrics {
@@ -116,6 +121,11 @@ impl Metrics {
         self.with(|m| m.bodies_refused += 1);
     }
 
+    /// A connection closed at accept: its source was at its cap.
+    pub fn connection_refused(&self) {
+        self.with(|m| m.connections_refused += 1);
+    }
+
     /// The Prometheus text exposition format, version 0.0.4.
     pub fn render(&self, g: Gauges) -> String {
         let m = self.with(|m| {
@@ -124,9 +134,10 @@ impl Metrics {
                 m.latency.clone(),
                 m.sessions_created,
                 m.bodies_refused,
+                m.connections_refused,
             )
         });
-        let (requests, latency, created, refused) = m;
+        let (requests, latency, created, refused, conns_refused) = m;
         let mut out = String::with_capacity(4096);
         let _ = writeln!(
             out,
@@ -243,6 +254,27 @@ impl Metrics {
             "counter",
             "Lockouts started for guessing codes.",
             g.lockouts_total.to_string(),
+        );
+        scalar(
+            &mut out,
+            "rdv_sessions_evicted_total",
+            "counter",
+            "Idle or over-share sessions evicted to make room for a new one.",
+            g.sessions_evicted_total.to_string(),
+        );
+        scalar(
+            &mut out,
+            "rdv_sdp_bytes",
+            "gauge",
+            "SDP bytes stored (offers and answers).",
+            g.sdp_bytes.to_string(),
+        );
+        scalar(
+            &mut out,
+            "rdv_connections_refused_total",
+            "counter",
+            "Connections closed at accept because their source was at its connection cap.",
+            conns_refused.to_string(),
         );
         out
     }

@@ -204,6 +204,11 @@ impl Rendezvous {
         &self.inner.config
     }
 
+    /// Counts a connection closed at accept for its source's cap.
+    pub(crate) fn note_connection_refused(&self) {
+        self.inner.metrics.connection_refused();
+    }
+
     /// Follows the shutdown flag (see [`Rendezvous::begin_shutdown`]).
     pub(crate) fn shutdown_watch(&self) -> watch::Receiver<bool> {
         self.inner.shutdown.subscribe()
@@ -261,9 +266,14 @@ impl Rendezvous {
     /// The `/metrics` page.
     pub fn metrics_text(&self) -> String {
         let now = self.inner.clock.now();
-        let (stats, expired) = {
+        let (stats, expired, evicted, sdp_bytes) = {
             let t = lock(&self.inner.table);
-            (t.stats(), t.expired_total())
+            (
+                t.stats(),
+                t.expired_total(),
+                t.evicted_total(),
+                t.sdp_bytes(),
+            )
         };
         let (tracked, locked, lockouts) = {
             let g = lock(&self.inner.guard);
@@ -278,6 +288,8 @@ impl Rendezvous {
             guard_locked: locked,
             sessions_expired_total: expired,
             lockouts_total: lockouts,
+            sessions_evicted_total: evicted,
+            sdp_bytes,
         })
     }
 

@@ -500,7 +500,10 @@ fn an_invalid_turn_url_is_refused_and_nothing_is_saved_then_settings_survive_a_r
         "the About line",
         "const t = document.getElementById('about').textContent; return t ? t : null;",
     );
-    assert_eq!(about, json!(concat!("MIDI Jam ", env!("CARGO_PKG_VERSION"))));
+    assert_eq!(
+        about,
+        json!(concat!("MIDI Jam ", env!("CARGO_PKG_VERSION")))
+    );
     app.type_into("#displayName", "Keys in the kitchen");
     app.click("#ice-add");
     app.type_into(

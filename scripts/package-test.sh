@@ -72,7 +72,7 @@ fi
 root="$(mktemp -d /tmp/midi-jam-cleanroom.XXXXXX)"
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   umount -R "$root/proc" "$root/dev" "$root/sys" "$root/tmp/.X11-unix" "$root/var/cache/apt/archives" 2>/dev/null || true
   rm -rf "$root"
@@ -155,7 +155,9 @@ log="$root$home/.local/share/org.midijam.app/logs/midi-jam.log"
 status="$(grep -o 'status line (Warning): Port 8787 is busy.*' "$log" | head -n1 || true)"
 [ -n "$status" ] || { cat "$log"; fail "the status line did not say port 8787 is busy"; }
 say "status line: ${status#status line (Warning): }"
-kill "${pids[-1]}" 2>/dev/null || true
+# SIGKILL to unshare: --kill-child then ends the namespace's first process,
+# and with it every process in that PID namespace (the app included).
+kill -KILL "${pids[-1]}" 2>/dev/null || true
 wait "${pids[-1]}" 2>/dev/null || true
 
 # --- 3. removing the package leaves the user's settings ----------------------
@@ -163,12 +165,13 @@ conf="$root$home/.config/org.midijam.app"
 [ -d "$conf" ] || fail "no per-user settings folder ($conf)"
 echo '{"displayName":"Keys in the kitchen"}' >"$conf/settings.json.user-test"
 before="$(cd "$conf" && find . -type f -exec sha256sum {} + | sort)"
-in_root apt-get remove -y -qq midi-jam >/dev/null
-[ ! -e "$root/usr/bin/midi-jam" ] || fail "the binary survived removal"
+# Purge: removal and the package's own configuration (it has none in /etc,
+# so a plain remove leaves nothing behind for apt to purge afterwards).
 in_root apt-get purge -y -qq midi-jam >/dev/null
+[ ! -e "$root/usr/bin/midi-jam" ] || fail "the binary survived removal"
 after="$(cd "$conf" && find . -type f -exec sha256sum {} + | sort)"
 [ "$before" = "$after" ] || fail "removal changed the user's settings"
-say "removed and purged: $(echo "$before" | wc -l) file(s) in ~/.config/org.midijam.app unchanged"
+say "purged: $(echo "$before" | wc -l) file(s) in ~/.config/org.midijam.app unchanged"
 
 # --- 4. the server package, its unit, the container recipe -------------------
 in_root apt-get install -y -qq --no-install-recommends "/tmp/$(basename "$rdv_deb")" >/dev/null ||
@@ -177,7 +180,7 @@ in_root apt-get install -y -qq --no-install-recommends "/tmp/$(basename "$rdv_de
 unit=/lib/systemd/system/midi-rdv.service
 # A server runs systemd (minbase has none): its units are what verify
 # resolves the unit's dependencies against.
-in_root apt-get install -y -qq --no-install-recommends systemd >/dev/null || fail "apt-get install systemd"
+in_root apt-get install -y -qq --no-install-recommends systemd >/dev/null 2>&1 || fail "apt-get install systemd"
 verify="$(systemd-analyze verify --root="$root" "$root$unit" 2>&1 || true)"
 if [ -n "$verify" ]; then echo "$verify"; fail "systemd-analyze verify complained"; fi
 security="$(systemd-analyze security --offline=true --root="$root" "$unit" 2>&1 || true)"
@@ -198,19 +201,20 @@ sys.stdout.write("\0".join(json.loads(m.group(1))))
 EOF
 env_line="$(sed -n 's/^ENV //p' "$cf")"
 mapfile -d '' -t health_argv <"$argv_file"
+uid="$(in_root id -u midi-rdv):$(in_root id -g midi-rdv)"
 srv="$(mktemp)"
 cat >"$srv" <<EOF
 ip link set lo up
-chroot "$root" runuser -u midi-rdv -- env -i PATH=/usr/bin:/bin $env_line /usr/bin/midi-rdv serve &
+chroot --userspec=$uid "$root" env -i PATH=/usr/bin:/bin $env_line /usr/bin/midi-rdv serve &
 srv=\$!
 for _ in \$(seq 50); do
-  chroot "$root" runuser -u midi-rdv -- env -i PATH=/usr/bin:/bin $env_line "\$@" && break
+  chroot --userspec=$uid "$root" env -i PATH=/usr/bin:/bin $env_line "\$@" && break
   sleep 0.2
 done
-chroot "$root" runuser -u midi-rdv -- env -i PATH=/usr/bin:/bin $env_line "\$@" || { echo "healthy: no"; exit 1; }
+chroot --userspec=$uid "$root" env -i PATH=/usr/bin:/bin $env_line "\$@" || { echo "healthy: no"; exit 1; }
 echo "healthy: yes"
 kill -TERM \$srv; wait \$srv || true
-if chroot "$root" runuser -u midi-rdv -- env -i PATH=/usr/bin:/bin $env_line "\$@" 2>/dev/null; then
+if chroot --userspec=$uid "$root" env -i PATH=/usr/bin:/bin $env_line "\$@" 2>/dev/null; then
   echo "unhealthy after stop: no"; exit 1
 fi
 echo "unhealthy after stop: yes"

@@ -163,7 +163,9 @@ wait "${pids[-1]}" 2>/dev/null || true
 # --- 3. removing the package leaves the user's settings ----------------------
 conf="$root$home/.config/org.midijam.app"
 [ -d "$conf" ] || fail "no per-user settings folder ($conf)"
-echo '{"displayName":"Keys in the kitchen"}' >"$conf/settings.json.user-test"
+# The user's own settings, as Settings → Save would leave them (the first
+# launch itself writes none).
+[ -f "$conf/settings.json" ] || echo '{"displayName":"Keys in the kitchen"}' >"$conf/settings.json"
 before="$(cd "$conf" && find . -type f -exec sha256sum {} + | sort)"
 # Purge: removal and the package's own configuration (it has none in /etc,
 # so a plain remove leaves nothing behind for apt to purge afterwards).

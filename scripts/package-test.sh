@@ -157,8 +157,7 @@ status="$(grep -o 'status line (Warning): Port 8787 is busy.*' "$log" | head -n1
 say "status line: ${status#status line (Warning): }"
 # SIGKILL to unshare: --kill-child then ends the namespace's first process,
 # and with it every process in that PID namespace (the app included).
-kill -KILL "${pids[-1]}" 2>/dev/null || true
-wait "${pids[-1]}" 2>/dev/null || true
+{ kill -KILL "${pids[-1]}"; wait "${pids[-1]}"; } 2>/dev/null || true
 
 # --- 3. removing the package leaves the user's settings ----------------------
 conf="$root$home/.config/org.midijam.app"
@@ -176,7 +175,7 @@ after="$(cd "$conf" && find . -type f -exec sha256sum {} + | sort)"
 say "purged: $(echo "$before" | wc -l) file(s) in ~/.config/org.midijam.app unchanged"
 
 # --- 4. the server package, its unit, the container recipe -------------------
-in_root apt-get install -y -qq --no-install-recommends "/tmp/$(basename "$rdv_deb")" >/dev/null ||
+in_root apt-get install -y -qq --no-install-recommends "/tmp/$(basename "$rdv_deb")" >/dev/null 2>&1 ||
   fail "apt-get install of midi-rdv"
 [ "$(in_root midi-rdv --version)" = "midi-rdv $version" ] || fail "midi-rdv --version"
 unit=/lib/systemd/system/midi-rdv.service

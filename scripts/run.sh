@@ -10,7 +10,7 @@
 # Flags of the headless commands also have MIDI_RDV_* environment twins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --run
 export PATH="$HOME/.cargo/bin:$PATH"
 
 cmd="${1:-}"

@@ -3,7 +3,12 @@
 # system packages through apt (as root, or with sudo), and a Rust toolchain
 # through rustup when none is installed. Safe to run again: it only installs
 # what is missing.
+#   setup.sh          everything the test command needs (scripts/test.sh)
+#   setup.sh --run    only what building and running needs (scripts/run.sh):
+#                     no browsers, TURN server, WebDriver, npm or Python venv
 set -euo pipefail
+mode=test
+[ "${1:-}" = --run ] && mode=run
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -26,11 +31,19 @@ fi
 # devices; crates/midi/tests/jack.rs runs the midir backend (built with
 # the `jack` feature) against a JACK server with the dummy driver.
 PKGS=(build-essential pkg-config curl ca-certificates iproute2 procps
-  chromium python3-venv coturn
   libwebkit2gtk-4.1-dev libgtk-3-dev libsoup-3.0-dev librsvg2-dev
-  libayatana-appindicator3-dev libxdo-dev libasound2-dev
-  xvfb xauth webkit2gtk-driver dbus-daemon
-  jackd2 libjack-jackd2-dev)
+  libayatana-appindicator3-dev libxdo-dev libasound2-dev)
+# Packaging tests (scripts/package-test.sh): debootstrap makes the clean
+# Debian the .deb is installed into, ImageMagick takes its screenshot, the
+# MinGW cross compiler builds the C parts (ring) for
+# `cargo check --target x86_64-pc-windows-gnu`, systemd-analyze checks the
+# server's unit.
+if [ "$mode" = test ]; then
+  PKGS+=(chromium python3-venv coturn
+    xvfb xauth webkit2gtk-driver dbus-daemon
+    jackd2 libjack-jackd2-dev
+    debootstrap imagemagick gcc-mingw-w64-x86-64 systemd)
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -58,6 +71,13 @@ for c in rustfmt clippy; do
     rustup component add "$c" >/dev/null 2>&1 || true
   fi
 done
+
+[ "$mode" = run ] && exit 0
+
+# The Windows target, for `cargo check --target x86_64-pc-windows-gnu`.
+if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-pc-windows-gnu; then
+  rustup target add x86_64-pc-windows-gnu >/dev/null
+fi
 
 # tauri-driver puts WebDriver in front of WebKitWebDriver for the UI tests
 # (src-tauri/tests); 2.1.0 is the version known to work with Tauri 2.

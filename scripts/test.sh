@@ -23,3 +23,13 @@ cargo test --workspace --locked
 # under a server name of its own and stops (jackd -r -d dummy -r 48000 -p 128).
 echo "== cargo test -p midi --features jack --test jack"
 cargo test -p midi --features jack --test jack --locked
+# Windows: the whole app and the CLI must keep compiling for it (the MinGW
+# cross compiler builds the C parts; no Windows machine here to link or run).
+echo "== cargo check --target x86_64-pc-windows-gnu"
+# test-support (Linux namespaces, test-only, never shipped) is left out.
+cargo check --workspace --exclude test-support --target x86_64-pc-windows-gnu --locked
+# The packages (one release build), then installed into a clean Debian and
+# started as a user would (see the script's header).
+echo "== packages: scripts/package.sh, scripts/package-test.sh"
+bash scripts/package.sh
+bash scripts/package-test.sh

@@ -218,6 +218,8 @@ async function loadSettings() {
   const preset = /** @type {HTMLSelectElement} */ ($("ice-preset"));
   preset.replaceChildren(...payload.presets.map((/** @type {any} */ p) => new Option(p.label, p.id)));
   $("settings-path").textContent = payload.path;
+  // The About line: the workspace version, the one in the package names and midi-rdv --version.
+  $("about").textContent = "MIDI Jam " + (await tauri.app.getVersion());
   $("midieditor-path").textContent = payload.midieditorPath ? "MidiEditor's settings: " + payload.midieditorPath : "";
   if (payload.warnings.length) {
     const w = $("load-warnings");

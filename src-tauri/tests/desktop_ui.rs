@@ -494,6 +494,16 @@ fn an_invalid_turn_url_is_refused_and_nothing_is_saved_then_settings_survive_a_r
     let app = launch(&rig);
     app.code();
     app.open_settings();
+    // The About line shows the workspace version (the packages' version).
+    let about = app.wait_js(
+        Duration::from_secs(5),
+        "the About line",
+        "const t = document.getElementById('about').textContent; return t ? t : null;",
+    );
+    assert_eq!(
+        about,
+        json!(concat!("MIDI Jam ", env!("CARGO_PKG_VERSION")))
+    );
     app.type_into("#displayName", "Keys in the kitchen");
     app.click("#ice-add");
     app.type_into(

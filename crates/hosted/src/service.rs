@@ -387,6 +387,9 @@ impl Supervisor {
     /// Adds a notice to the view only (the host's errors, which the event
     /// receivers already get as they are).
     fn push_notice(&mut self, level: Level, message: String) -> Notice {
+        // The log keeps what the status line said: a user's log file (and
+        // the packaged-app test, which has no window to read) sees it.
+        tracing::info!("status line ({level:?}): {message}");
         self.notice_seq += 1;
         let n = Notice {
             level,

@@ -231,6 +231,7 @@ async fn startup_line_names_the_url_and_it_answers_health() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["service"], "midi-rdv");
     assert_eq!(r.json["version"], 3);
+    assert_eq!(r.json["build"], env!("CARGO_PKG_VERSION"));
     assert_eq!(r.json["protocol"], "joiner-initiated-multi-peer");
     assert_eq!(r.json["maxPeersPerSession"], 8);
     assert_eq!(get(&c, &format!("{}/", p.url)).await.status, 200);
@@ -288,7 +289,11 @@ async fn help_lists_an_environment_variable_for_every_flag() {
 
     let v = command(&["--version"], &[]).output().unwrap();
     assert!(v.status.success());
-    assert!(String::from_utf8_lossy(&v.stdout).starts_with("midi-rdv "));
+    // The workspace version: the same number as the packages and /health's `build`.
+    assert_eq!(
+        String::from_utf8_lossy(&v.stdout).trim(),
+        concat!("midi-rdv ", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 // ------------------------------------------------------- environment vars

@@ -446,6 +446,7 @@ impl Rendezvous {
                 max_peers_per_session: self.max_peers(),
                 docs: &self.inner.config.docs_url,
                 extensions: EXTENSIONS,
+                build: env!("CARGO_PKG_VERSION"),
             },
         )
     }

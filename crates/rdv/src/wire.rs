@@ -147,6 +147,9 @@ pub struct HealthBody<'a> {
     pub max_peers_per_session: usize,
     pub docs: &'a str,
     pub extensions: &'static [&'static str],
+    /// The release this server was built from (the workspace version):
+    /// `version` above is the wire protocol MidiEditor checks, not this.
+    pub build: &'static str,
 }
 
 #[derive(Serialize)]

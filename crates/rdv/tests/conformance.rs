@@ -358,7 +358,8 @@ async fn options_on_any_path_is_204_with_empty_body_and_cors() {
 }
 
 /// Checks a `/health` body: the five contract fields in order with their
-/// exact values, then only `extensions`, listing the opt-in extensions.
+/// exact values, then only `extensions`, listing the opt-in extensions, and
+/// `build`, the release (the workspace version; `version` stays the protocol's 3).
 fn assert_health_body(r: &Reply) {
     assert_json_reply(r);
     assert_eq!(r.status, 200, "{}", r.text);
@@ -375,10 +376,12 @@ fn assert_health_body(r: &Reply) {
         "field order of {}",
         r.text
     );
-    assert!(
-        keys[5..].iter().all(|k| k == "extensions"),
-        "only `extensions` may follow: {keys:?}"
+    assert_eq!(
+        keys[5..],
+        ["extensions", "build"],
+        "only `extensions` and `build` may follow"
     );
+    assert_eq!(r.json["build"], env!("CARGO_PKG_VERSION"));
     assert_eq!(r.json["service"], "midi-rdv");
     assert_eq!(r.json["version"], 3);
     assert_eq!(r.json["protocol"], "joiner-initiated-multi-peer");

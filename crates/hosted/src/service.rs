@@ -578,6 +578,7 @@ impl Supervisor {
                     .max(max_peers.saturating_mul(4)),
                 ..defaults
             },
+            join_ice_servers: self.cfg.ice_servers.iter().map(web_ice_server).collect(),
             ..Config::default()
         };
         let attempts = attempts.max(1);
@@ -775,5 +776,15 @@ async fn sleep_or_never(d: Option<Duration>) {
     match d {
         Some(d) => tokio::time::sleep(d).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The host's ICE server as the browser join page hands it to
+/// `RTCPeerConnection` (the page must use the same STUN/TURN as the host).
+fn web_ice_server(s: &jam::rtc::IceServer) -> rdv::join_page::WebIceServer {
+    rdv::join_page::WebIceServer {
+        urls: s.urls.clone(),
+        username: s.username.clone(),
+        credential: s.credential.clone(),
     }
 }

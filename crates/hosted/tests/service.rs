@@ -235,7 +235,7 @@ async fn events_start_with_the_code_and_end_with_stopped() {
     assert!(urls[0].starts_with("http://127.0.0.1:"), "{urls:?}");
     let v = wait_view(&h, "the code", |v| v.code.is_some()).await;
     assert_eq!(v.code.as_deref(), Some(code.as_str()));
-    assert_eq!(v.join_link, Some(format!("{}/?code={code}", urls[0])));
+    assert_eq!(v.join_link, Some(format!("{}/join/{code}", urls[0])));
     assert!(v.qr_svg.is_some_and(|s| s.contains("<svg")));
     h.stop().await;
     let mut last = None;

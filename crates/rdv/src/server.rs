@@ -72,6 +72,9 @@ pub struct Config {
     /// A connection that moves no byte either way for this long is closed
     /// (longer than the longest long-poll, so those are never cut).
     pub idle_timeout: Duration,
+    /// What the browser join page (`/join`) is told to use for ICE: the
+    /// host's STUN/TURN list; empty on a LAN.
+    pub join_ice_servers: Vec<crate::join_page::WebIceServer>,
 }
 
 impl Default for Config {
@@ -88,6 +91,7 @@ impl Default for Config {
             sweep_interval: Duration::from_secs(5),
             max_connections: 8192,
             idle_timeout: Duration::from_secs(75),
+            join_ice_servers: Vec::new(),
         }
     }
 }
@@ -330,6 +334,9 @@ impl Rendezvous {
         let Some(path) = strip_base(path, base) else {
             return not_found();
         };
+        if let Some(resp) = crate::join_page::respond(path, req.method(), &self.inner.config) {
+            return (Route::JoinPage, resp);
+        }
         let matched = match_route(path, req.method());
         let route = matched.route();
         let source = self.source_of(&req);

@@ -457,6 +457,34 @@ fn the_page_says_in_words_when_the_code_is_unknown_the_host_is_gone_or_unreachab
     page.ok(json!({"cmd": "tap", "sel": "#join"}));
     page.wait("jamPage.phase() === 'joined'", JOIN_WITHIN);
 
+    let Some(me) = jam.host.next(JOIN_WITHIN, |v| {
+        v["event"] == "peerConnected" && v["peer"]["client"] == "browser"
+    }) else {
+        panic!("the host never listed the page\n{}", jam.host.diag());
+    };
+    // Kicked like any other peer: the page says the host closed the connection.
+    jam.host
+        .send_line(&format!("kick {} too loud", me["peer"]["id"]));
+    page.wait(
+        "jamPage.problem().includes('removed this device')",
+        NOTE_WITHIN,
+    );
+    if jam
+        .host
+        .next(NOTE_WITHIN, |v| {
+            v["event"] == "peerLeft" && v["peer"]["id"] == me["peer"]["id"]
+        })
+        .is_none()
+    {
+        panic!(
+            "the host never dropped the kicked page\n{}",
+            jam.host.diag()
+        );
+    }
+    // Back in with the code still in its field.
+    page.ok(json!({"cmd": "tap", "sel": "#join"}));
+    page.wait("jamPage.phase() === 'joined'", JOIN_WITHIN);
+
     // The host goes away: the page says so and offers the code field again.
     jam.host.send_line("quit");
     let text = page.wait("jamPage.problem()", Duration::from_secs(15));

@@ -368,7 +368,7 @@ async function join(code, name) {
     state.timers.push(window.setInterval(() => sendJson({ type: "heartbeat" }), 10000));
   };
   dc.onmessage = onControl;
-  dc.onclose = () => { if (state.phase === "joined" || state.phase === "joining") hostGone("The connection to the host closed: the host left or ended the jam."); };
+  dc.onclose = () => { if (state.phase === "joined" || state.phase === "joining") hostGone("The host closed the connection: the host left or ended the jam, or removed this device from it."); };
   pc.onconnectionstatechange = () => {
     if (pc.connectionState === "failed") hostGone(state.phase === "joined" ? "Lost the connection to the host." : "Could not connect to the host's computer over this network.");
   };

@@ -22,7 +22,12 @@
 //   {"cmd":"close"}                         close the page (as a phone closing the tab)
 //   {"cmd":"quit"}                          close the browser and exit 0
 //
-// Options: --chromium PATH (default /usr/bin/chromium).
+// Answers to touch/untouch/click_key carry t_us: the wall clock (µs since the
+// epoch) just before the input was dispatched, for latency measurements.
+//
+// Options: --chromium PATH (default /usr/bin/chromium); --loopback for a
+// namespace with only `lo` (raw-IP candidates on loopback: Chromium needs the
+// two flags below and the media permission, see README.md).
 
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -36,21 +41,27 @@ const ARGS = [
   '--autoplay-policy=no-user-gesture-required',
 ];
 
+const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
 
 async function main() {
   const i = process.argv.indexOf('--chromium');
   const exe = i > 0 ? process.argv[i + 1] : '/usr/bin/chromium';
+  const loopback = process.argv.includes('--loopback');
+  const args = loopback
+    ? [...ARGS, '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns']
+    : ARGS;
   const dir = mkdtempSync(path.join(tmpdir(), 'jam-page-'));
   const ctx = await chromium.launchPersistentContext(dir, {
     executablePath: exe,
     headless: true,
-    args: ARGS,
+    args,
     viewport: { width: 390, height: 844 },
     deviceScaleFactor: 2,
     isMobile: true,
     hasTouch: true,
   });
+  if (loopback) await ctx.grantPermissions(['camera', 'microphone']);
   let page = ctx.pages()[0] ?? (await ctx.newPage());
   let cdp = await ctx.newCDPSession(page);
   let bytes = 0;
@@ -110,15 +121,18 @@ async function main() {
           const pts = [];
           for (const [j, k] of c.keys.entries()) { const p = await keyCenter(k); pts.push({ x: p.x, y: p.y, id: j + 1 }); }
           touching = pts;
+          const t_us = nowUs();
           await cdp.send('Input.dispatchTouchEvent', { type: 'touchStart', touchPoints: pts });
-          out({ id, ok: true, t: Date.now() });
+          out({ id, ok: true, t_us });
           break;
         }
-        case 'untouch':
+        case 'untouch': {
+          const t_us = nowUs();
           await cdp.send('Input.dispatchTouchEvent', { type: 'touchEnd', touchPoints: [] });
           touching = [];
-          out({ id, ok: true, t: Date.now() });
+          out({ id, ok: true, t_us });
           break;
+        }
         case 'click_key': {
           const p = await keyCenter(c.key);
           await page.mouse.move(p.x, p.y);

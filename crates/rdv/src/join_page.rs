@@ -34,6 +34,9 @@ const STYLE_CSS: &str = include_str!("../web/style.css");
 /// The placeholder in `join.html` replaced by the base path (so the page
 /// finds its files and the API under a prefix such as `/rdv`).
 const BASE_MARK: &str = "%BASE%";
+/// Replaced by this build's version: the page's `hello` says `client`
+/// `midi-jam-web/<version>` and `appVersion` `<version>`.
+const VERSION_MARK: &str = "%VERSION%";
 
 /// Longest path segment taken as a code in `/join/<code>`. Real codes are 4
 /// characters; a few more let the page say "that is not a code" in words

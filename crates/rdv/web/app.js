@@ -8,7 +8,9 @@
 import { Synth, PRESETS } from "./synth.js";
 
 const BASE = document.documentElement.dataset.base || "";
-const CLIENT = "midi-jam-web/0.1.0";
+const VERSION = document.documentElement.dataset.version || "0";
+/** How the host's registry tells this page from MidiEditor and from the app. */
+const CLIENT = `midi-jam-web/${VERSION}`;
 const CODE_RE = /^[ABCDEFGHJKMNPQRSTUVWXYZ23456789]{4}$/;
 const KEEPALIVE = 0x02;
 const RELEASE = 0x01;
@@ -230,7 +232,7 @@ function onMidiMessage(ev) {
     midiOut(Array.from(m));
   }
   const lat = f.timeUs > 0n ? Number(nowUs() - f.timeUs) / 1000 : null;
-  if (lat !== null && f.msgs.length) window.jamPage.lastLatencyMs = lat;
+  if (lat !== null && f.msgs.length) jamPage.lastLatencyMs = lat;
   void RELEASE;
 }
 
@@ -364,7 +366,7 @@ async function join(code, name) {
   state.machineId = localStorage.getItem("jam.machineId") || uuid();
   try { localStorage.setItem("jam.machineId", state.machineId); } catch { /* private mode */ }
   dc.onopen = () => {
-    sendJson({ type: "hello", sessionId: session.sessionId, displayName: name, machineId: state.machineId, appVersion: "2.0.1", currentHead: "", historyTailHashes: [], client: CLIENT });
+    sendJson({ type: "hello", sessionId: session.sessionId, displayName: name, machineId: state.machineId, appVersion: VERSION, currentHead: "", historyTailHashes: [], client: CLIENT });
     state.timers.push(window.setInterval(() => sendJson({ type: "heartbeat" }), 10000));
   };
   dc.onmessage = onControl;
@@ -406,6 +408,10 @@ function welcomed() {
   renderPeers();
   history.replaceState(null, "", `${BASE}/join/${state.code}`);
   state.timers.push(window.setInterval(() => { keepAlive(); checkStall(); }, 50));
+  // Only our host lists the `midi` feature; MidiEditor hosts a file, not live MIDI.
+  state.timers.push(window.setTimeout(() => {
+    if (state.phase === "joined" && !state.midi) status("Joined, but this host does not take live MIDI (it is MidiEditor, or an older MIDI Jam): what you play sounds only here.");
+  }, 3000));
 }
 
 function openMidi() {
@@ -705,7 +711,7 @@ function init() {
 }
 
 // What tests (and curious people in the console) read.
-window.jamPage = {
+const jamPage = {
   state,
   lastLatencyMs: /** @type {number|null} */ (null),
   voices: () => synth.voiceCount(),
@@ -718,4 +724,5 @@ window.jamPage = {
   release: keyUp,
 };
 
+/** @type {any} */ (window).jamPage = jamPage;
 init();

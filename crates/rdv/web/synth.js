@@ -103,6 +103,7 @@ export class Synth {
     const old = this.voices.get(id);
     if (old) this.stop(id, old, 0.01);
     if (this.voices.size >= MAX_VOICES) {
+      /** @type {[string, any] | null} */
       let oldest = null;
       for (const [k, v] of this.voices) if (!oldest || v.started < oldest[1].started) oldest = [k, v];
       if (oldest) this.stop(oldest[0], oldest[1], 0.01);

@@ -92,10 +92,10 @@ fn looks_like_code(seg: &str) -> bool {
 }
 
 fn page(base: &str) -> Response {
-    file(
-        PAGE.replace(BASE_MARK, &escape_attr(base)),
-        "text/html; charset=utf-8",
-    )
+    let html = PAGE
+        .replace(BASE_MARK, &escape_attr(base))
+        .replace(VERSION_MARK, env!("CARGO_PKG_VERSION"));
+    file(html, "text/html; charset=utf-8")
 }
 
 /// The base path goes into `href`/`src` attributes: escape what could end one.
@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn the_base_path_is_written_into_the_page_escaped() {
-        assert!(PAGE.contains(BASE_MARK));
+        assert!(PAGE.contains(BASE_MARK) && PAGE.contains(VERSION_MARK));
         let html = page("/rdv\"x");
         let ct = html.headers()[header::CONTENT_TYPE]
             .to_str()

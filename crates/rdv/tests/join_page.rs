@@ -54,7 +54,11 @@ async fn the_page_its_files_and_config_are_served_and_v3_routes_are_unchanged() 
         .unwrap();
     let html = page.text().await.unwrap();
     assert!(html.contains(r#"src="/join/app.js""#), "{html}");
-    assert!(!html.contains("%BASE%"));
+    assert!(!html.contains("%BASE%") && !html.contains("%VERSION%"));
+    assert!(
+        html.contains(&format!(r#"data-version="{}""#, env!("CARGO_PKG_VERSION"))),
+        "{html}"
+    );
 
     let cfg: serde_json::Value = http
         .get(format!("{base}/join/config.json"))

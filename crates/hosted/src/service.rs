@@ -439,6 +439,11 @@ impl Supervisor {
         let max = self.cfg.peer_limit();
         if let Some(s) = &self.server {
             s.rdv.set_max_peers(rendezvous_slots(max));
+            // The join page's next load uses the new STUN/TURN list too.
+            s.rdv
+                .config()
+                .join_ice_servers
+                .set(self.cfg.ice_servers.iter().map(web_ice_server).collect());
         }
         if let Some(h) = &self.host {
             h.clone_handle()
@@ -578,7 +583,9 @@ impl Supervisor {
                     .max(max_peers.saturating_mul(4)),
                 ..defaults
             },
-            join_ice_servers: self.cfg.ice_servers.iter().map(web_ice_server).collect(),
+            join_ice_servers: rdv::join_page::JoinIce::new(
+                self.cfg.ice_servers.iter().map(web_ice_server).collect(),
+            ),
             ..Config::default()
         };
         let attempts = attempts.max(1);

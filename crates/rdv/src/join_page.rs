@@ -20,6 +20,8 @@
 //! readable by anyone who can reach the rendezvous, exactly as they must be
 //! for a browser to use them.
 
+use std::sync::{Arc, RwLock};
+
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -53,10 +55,32 @@ pub struct WebIceServer {
     pub credential: Option<String>,
 }
 
+/// The ICE servers the page is told to use, shared between the server and
+/// whoever configures the jam: the host's STUN/TURN list is applied live
+/// (no restart, no new code), so the next page that loads must get the new
+/// list without the rendezvous being rebuilt. Clones share one list.
+#[derive(Debug, Clone, Default)]
+pub struct JoinIce(Arc<RwLock<Vec<WebIceServer>>>);
+
+impl JoinIce {
+    pub fn new(servers: Vec<WebIceServer>) -> JoinIce {
+        JoinIce(Arc::new(RwLock::new(servers)))
+    }
+
+    /// Replaces the list for every page loaded from now on.
+    pub fn set(&self, servers: Vec<WebIceServer>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = servers;
+    }
+
+    pub fn get(&self) -> Vec<WebIceServer> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct PageConfig<'a> {
-    ice_servers: &'a [WebIceServer],
+struct PageConfig {
+    ice_servers: Vec<WebIceServer>,
 }
 
 /// The page's answer to `path` (already below the base path), or `None` when
@@ -77,7 +101,7 @@ pub fn respond(path: &str, method: &Method, config: &Config) -> Option<Response>
         "style.css" => file(STYLE_CSS, "text/css; charset=utf-8"),
         "config.json" => {
             let body = serde_json::to_string(&PageConfig {
-                ice_servers: &config.join_ice_servers,
+                ice_servers: config.join_ice_servers.get(),
             })
             .unwrap_or_else(|_| r#"{"iceServers":[]}"#.to_owned());
             file(body, "application/json")

@@ -73,8 +73,8 @@ pub struct Config {
     /// (longer than the longest long-poll, so those are never cut).
     pub idle_timeout: Duration,
     /// What the browser join page (`/join`) is told to use for ICE: the
-    /// host's STUN/TURN list; empty on a LAN.
-    pub join_ice_servers: Vec<crate::join_page::WebIceServer>,
+    /// host's STUN/TURN list (empty on a LAN), changeable while serving.
+    pub join_ice_servers: crate::join_page::JoinIce,
 }
 
 impl Default for Config {
@@ -91,7 +91,7 @@ impl Default for Config {
             sweep_interval: Duration::from_secs(5),
             max_connections: 8192,
             idle_timeout: Duration::from_secs(75),
-            join_ice_servers: Vec::new(),
+            join_ice_servers: Default::default(),
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use rdv::join_page::WebIceServer;
+use rdv::join_page::{JoinIce, WebIceServer};
 use rdv::{Config, Rendezvous, RunningServer};
 
 async fn start(config: Config) -> RunningServer {
@@ -19,11 +19,11 @@ async fn start(config: Config) -> RunningServer {
 #[tokio::test]
 async fn the_page_its_files_and_config_are_served_and_v3_routes_are_unchanged() {
     let server = start(Config {
-        join_ice_servers: vec![WebIceServer {
+        join_ice_servers: JoinIce::new(vec![WebIceServer {
             urls: vec!["turn:10.0.0.9:3478?transport=udp".into()],
             username: Some("u".into()),
             credential: Some("p".into()),
-        }],
+        }]),
         ..Config::default()
     })
     .await;
@@ -133,6 +133,25 @@ async fn under_a_base_path_the_page_points_at_its_files_there_and_has_no_ice_ser
         .await
         .unwrap();
     assert_eq!(cfg, serde_json::json!({"iceServers": []}));
+    // Changed live (the host's STUN/TURN list is applied without a restart):
+    // the next page load gets the new list.
+    server.rdv.config().join_ice_servers.set(vec![WebIceServer {
+        urls: vec!["stun:10.0.0.9".into()],
+        username: None,
+        credential: None,
+    }]);
+    let cfg: serde_json::Value = http
+        .get(format!("{base}/join/config.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        cfg,
+        serde_json::json!({"iceServers": [{"urls": ["stun:10.0.0.9"]}]})
+    );
     let outside = http
         .get(format!("http://{}/join", server.addr))
         .send()

@@ -18,6 +18,7 @@
 //   {"cmd":"untouch"}                       lift every finger
 //   {"cmd":"click_key","key":K}             mouse down then up on piano key K
 //   {"cmd":"press","key":"a"}               computer key down+up
+//   {"cmd":"theme","scheme":"dark"|"light"}  prefers-color-scheme
 //   {"cmd":"screenshot","path":P}           PNG of the viewport
 //   {"cmd":"close"}                         close the page (as a phone closing the tab)
 //   {"cmd":"quit"}                          close the browser and exit 0
@@ -143,6 +144,7 @@ async function main() {
           break;
         }
         case 'press': await page.keyboard.press(c.key); out({ id, ok: true }); break;
+        case 'theme': await page.emulateMedia({ colorScheme: c.scheme }); out({ id, ok: true }); break;
         case 'screenshot': await page.screenshot({ path: c.path }); out({ id, ok: true }); break;
         case 'close': await page.close({ runBeforeUnload: false }); out({ id, ok: true, t: Date.now() }); break;
         case 'quit': out({ id, ok: true }); await cleanup(); process.exit(0); break;

@@ -231,6 +231,10 @@ fn a_phone_joins_from_the_host_address_plays_to_a_peer_hears_it_and_leaves_no_no
     std::fs::create_dir_all(&shots).expect("screenshot dir");
     let shot = shots.join("join-page-phone-390x844.png");
     page.ok(json!({"cmd": "screenshot", "path": shot.to_str().expect("utf-8")}));
+    page.ok(json!({"cmd": "theme", "scheme": "dark"}));
+    let dark = shots.join("join-page-phone-390x844-dark.png");
+    page.ok(json!({"cmd": "screenshot", "path": dark.to_str().expect("utf-8")}));
+    page.ok(json!({"cmd": "theme", "scheme": "light"}));
     page.ok(json!({"cmd": "untouch"}));
     expect_notes(&mut bea, &[60, 64, 67], false, NOTE_WITHIN);
 

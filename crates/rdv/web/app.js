@@ -386,13 +386,18 @@ async function join(code, name) {
   if (posted.status !== 200) return fail(`The host refused to connect (${posted.body?.error || posted.status}).`);
   status("Waiting for the host to answer…");
   let answer = null;
-  for (let n = 0; n < 60 && !answer && state.phase === "joining"; n++) {
+  const giveUp = performance.now() + 60000;
+  while (!answer && state.phase === "joining" && performance.now() < giveUp) {
     let r;
+    const asked = performance.now();
     try { r = await api(`/code/${code}/host-answer/${joinerId}?wait=10000`, { timeout: 15000 }); } catch { return fail(unreachable()); }
     if (r.status === 200 && r.body?.sdp) answer = r.body.sdp;
     else if (r.status !== 404) return fail(`The rendezvous answered ${r.status}.`);
+    // A rendezvous without the long-poll extension answers at once: poll
+    // at MidiEditor's pace (750 ms) rather than in a tight loop.
+    else if (performance.now() - asked < 500) await new Promise((res) => setTimeout(res, 750));
   }
-  if (!answer) return fail("The host did not answer. Is the jam still open?");
+  if (!answer) { if (state.phase === "joining") fail("The host did not answer within a minute. Is the jam still open on the host's screen?"); return; }
   await pc.setRemoteDescription({ type: "answer", sdp: answer });
   status("Saying hello…");
   state.timers.push(window.setTimeout(() => { if (state.phase === "joining") fail("The host did not let this device in (no welcome within 20 s)."); }, 20000));

@@ -9,9 +9,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== type-check ui/ (JSDoc, tsc --checkJs)"
+echo "== type-check ui/ and the join page (JSDoc, tsc --checkJs)"
 tests/interop/node_modules/.bin/tsc --noEmit --allowJs --checkJs --target es2022 \
-  --module es2022 --lib es2022,dom,dom.iterable ui/main.js
+  --module es2022 --lib es2022,dom,dom.iterable ui/main.js crates/rdv/web/app.js
 echo "== cargo machete (unused dependencies)"
 cargo machete
 echo "== cargo clippy"

@@ -401,6 +401,12 @@ fn the_code_appears_and_a_joiner_shows_up_in_the_peer_list_then_leaves() {
         app.js("return !!document.querySelector('#qr svg');"),
         json!(true)
     );
+    // The QR code's link opens the browser join page; it can be copied too.
+    assert_eq!(app.text("#join-link"), format!("{url}/join/{code}"));
+    assert_eq!(
+        app.js("return document.getElementById('copy-join-link').disabled;"),
+        json!(false)
+    );
     assert_eq!(
         app.js("return document.getElementById('code').getAttribute('aria-live');"),
         json!("polite")

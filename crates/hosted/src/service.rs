@@ -442,6 +442,11 @@ impl Supervisor {
         let max = self.cfg.peer_limit();
         if let Some(s) = &self.server {
             s.rdv.set_max_peers(rendezvous_slots(max));
+            // The join page's next load uses the new STUN/TURN list too.
+            s.rdv
+                .config()
+                .join_ice_servers
+                .set(self.cfg.ice_servers.iter().map(web_ice_server).collect());
         }
         if let Some(h) = &self.host {
             h.clone_handle()
@@ -581,6 +586,9 @@ impl Supervisor {
                     .max(max_peers.saturating_mul(4)),
                 ..defaults
             },
+            join_ice_servers: rdv::join_page::JoinIce::new(
+                self.cfg.ice_servers.iter().map(web_ice_server).collect(),
+            ),
             ..Config::default()
         };
         let attempts = attempts.max(1);
@@ -778,5 +786,15 @@ async fn sleep_or_never(d: Option<Duration>) {
     match d {
         Some(d) => tokio::time::sleep(d).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The host's ICE server as the browser join page hands it to
+/// `RTCPeerConnection` (the page must use the same STUN/TURN as the host).
+fn web_ice_server(s: &jam::rtc::IceServer) -> rdv::join_page::WebIceServer {
+    rdv::join_page::WebIceServer {
+        urls: s.urls.clone(),
+        username: s.username.clone(),
+        credential: s.credential.clone(),
     }
 }

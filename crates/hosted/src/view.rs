@@ -110,10 +110,11 @@ pub enum HostedEvent {
     Notice(Notice),
 }
 
-/// The link the QR code carries: the rendezvous URL with the code, which a
-/// phone opens and a join page (or a person) reads the code from.
+/// The link the QR code carries: the browser join page of the bundled
+/// rendezvous (`rdv::join_page`) with the code in its path, so a phone that
+/// scans it lands on a page that joins the jam in one tap.
 pub fn join_link(url: &str, code: &str) -> String {
-    format!("{}/?code={code}", url.trim_end_matches('/'))
+    format!("{}/join/{code}", url.trim_end_matches('/'))
 }
 
 /// An SVG QR code for `text`; `None` if it cannot be encoded (too long).
@@ -134,7 +135,7 @@ mod tests {
     #[test]
     fn the_qr_code_is_an_svg_of_the_join_link() {
         let link = join_link("http://192.168.1.20:8787/", "AB2C");
-        assert_eq!(link, "http://192.168.1.20:8787/?code=AB2C");
+        assert_eq!(link, "http://192.168.1.20:8787/join/AB2C");
         let svg = qr_svg(&link).unwrap();
         assert!(svg.contains("<svg"), "{svg}");
         assert!(qr_svg(&"x".repeat(10_000)).is_none());

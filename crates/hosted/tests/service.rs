@@ -156,6 +156,17 @@ async fn a_live_change_keeps_the_code_and_the_peer_and_takes_the_new_limit() {
     let v = h.view();
     assert_eq!(v.code.as_deref(), Some(code.as_str()), "the code changed");
     assert_eq!(v.max_peers, 2);
+    // The browser join page's next load gets the new STUN/TURN list.
+    let page_cfg = reqwest::get(format!("{}/join/config.json", v.urls[0]))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        page_cfg,
+        r#"{"iceServers":[{"urls":["stun:127.0.0.1:9"]}]}"#
+    );
     assert_eq!(v.connected(), 1);
     let second = join(&v, "Second").await.expect("the second joins");
     let v = wait_view(&h, "two connected", |v| v.connected() == 2).await;
@@ -235,7 +246,7 @@ async fn events_start_with_the_code_and_end_with_stopped() {
     assert!(urls[0].starts_with("http://127.0.0.1:"), "{urls:?}");
     let v = wait_view(&h, "the code", |v| v.code.is_some()).await;
     assert_eq!(v.code.as_deref(), Some(code.as_str()));
-    assert_eq!(v.join_link, Some(format!("{}/?code={code}", urls[0])));
+    assert_eq!(v.join_link, Some(format!("{}/join/{code}", urls[0])));
     assert!(v.qr_svg.is_some_and(|s| s.contains("<svg")));
     h.stop().await;
     let mut last = None;

@@ -21,6 +21,7 @@ pub mod code;
 pub mod conn;
 pub mod guard;
 mod in_process;
+pub mod join_page;
 pub mod metrics;
 pub mod server;
 pub mod table;

@@ -22,6 +22,8 @@ pub enum Route {
     Healthz,
     Readyz,
     Metrics,
+    /// The browser join page and its files (`/join...`).
+    JoinPage,
     NotFound,
 }
 
@@ -39,6 +41,7 @@ impl Route {
             Route::Healthz => "GET /healthz",
             Route::Readyz => "GET /readyz",
             Route::Metrics => "GET /metrics",
+            Route::JoinPage => "GET /join",
             Route::NotFound => "unmatched",
         }
     }

@@ -101,6 +101,9 @@ pub struct Config {
     /// A connection that moves no byte either way for this long is closed
     /// (longer than the longest long-poll, so those are never cut).
     pub idle_timeout: Duration,
+    /// What the browser join page (`/join`) is told to use for ICE: the
+    /// host's STUN/TURN list (empty on a LAN), changeable while serving.
+    pub join_ice_servers: crate::join_page::JoinIce,
 }
 
 impl Default for Config {
@@ -125,6 +128,7 @@ impl Default for Config {
             max_header_bytes: 16 * 1024,
             shutdown_grace: Duration::from_secs(5),
             tls: None,
+            join_ice_servers: Default::default(),
         }
     }
 }
@@ -406,6 +410,9 @@ impl Rendezvous {
         let Some(path) = strip_base(path, base) else {
             return not_found();
         };
+        if let Some(resp) = crate::join_page::respond(path, req.method(), &self.inner.config) {
+            return (Route::JoinPage, resp);
+        }
         let matched = match_route(path, req.method());
         let route = matched.route();
         let source = self.source_of(&req);

@@ -116,6 +116,7 @@ use ::rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
 
 mod answer;
 mod config;
+mod early_dtls;
 mod events;
 mod link;
 

@@ -752,7 +752,14 @@ impl Engine {
         let link = slot.link.clone();
         tokio::spawn(async move { link.close().await });
         if slot.channel_open {
-            let actions = self.jam.channel_closed(self.now(), peer);
+            let mut actions = self.jam.channel_closed(self.now(), peer);
+            // The protocol only saw its channel close; the peer list and
+            // the events say why.
+            for action in &mut actions {
+                if let Action::Event(PeerEvent::Left { reason: said, .. }) = action {
+                    *said = reason.clone();
+                }
+            }
             self.perform(actions);
         }
         // If the protocol never knew the peer (or already let it go), the

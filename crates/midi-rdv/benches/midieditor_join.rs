@@ -103,7 +103,9 @@ fn main() {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_midi-rdv")));
 
     let ns = Netns::new("mejoin");
-    ns.ip(&["link", "add", "mjv0", "type", "veth", "peer", "name", "mjv1"]);
+    ns.ip(&[
+        "link", "add", "mjv0", "type", "veth", "peer", "name", "mjv1",
+    ]);
     ns.ip(&["addr", "add", &format!("{HOST_IP}/24"), "dev", "mjv0"]);
     ns.ip(&["addr", "add", &format!("{JOINER_IP}/24"), "dev", "mjv1"]);
     ns.ip(&["link", "set", "mjv0", "up"]);
@@ -143,12 +145,21 @@ fn main() {
     let (ok, out) = run(
         &ns,
         &tool,
-        &["start", "--dir", &dir_s, "--mcp-port", "9461", "--rendezvous-url", &url],
+        &[
+            "start",
+            "--dir",
+            &dir_s,
+            "--mcp-port",
+            "9461",
+            "--rendezvous-url",
+            &url,
+        ],
     );
     assert!(ok, "MidiEditor starts: {out}");
 
     let log_path = dir.join("midieditor.log");
-    let (mut to_answer, mut to_connected, mut to_welcome, mut total) = (vec![], vec![], vec![], vec![]);
+    let (mut to_answer, mut to_connected, mut to_welcome, mut total) =
+        (vec![], vec![], vec![], vec![]);
     let started = Instant::now();
     for k in 0..joins {
         let before = std::fs::read_to_string(&log_path).unwrap_or_default().len();

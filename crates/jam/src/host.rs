@@ -46,6 +46,18 @@ const PEER_QUEUE: usize = 256;
 const STATS_EVERY: Duration = Duration::from_secs(2);
 /// How often the protocol's timers (heartbeats, silence) are checked.
 const TICK_EVERY: Duration = Duration::from_millis(500);
+/// Longest time from our answer being posted to the joiner's `midieditor`
+/// channel opening. A joiner polls for the answer (MidiEditor every ~1 s)
+/// and then connects in tens of milliseconds, through TURN in a few
+/// seconds; an offer whose peer never gets that far (a dead or forged
+/// offer) would otherwise hold its rendezvous slot and its row until the
+/// ICE agent gave up, or for the offer's whole lifetime.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest time from the channel opening to the joiner's `hello`. Every
+/// client we know sends it at once (MidiEditor within ~20 ms); the
+/// protocol's default of 10 s would let a mute stranger hold a pending slot
+/// twice as long.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything a host needs to start.
 #[derive(Clone)]
@@ -211,6 +223,7 @@ impl Host {
             max_pending: max_pending(cfg.max_peers),
             host_machine_id: cfg.machine_id.clone(),
             host_display_name: cfg.display_name.clone(),
+            hello_timeout: HELLO_TIMEOUT,
             ..JamConfig::default()
         });
         let registry = Registry::for_jam(jam.config());
@@ -504,6 +517,8 @@ struct LinkSlot {
     channel_open: bool,
     /// The writer queue of its `midi` channel, while that is open.
     midi_out: Option<mpsc::Sender<Bytes>>,
+    /// When our answer for it was posted (see [`CONNECT_TIMEOUT`]).
+    answered_at: Instant,
 }
 
 struct Engine {
@@ -547,6 +562,7 @@ impl Engine {
                 _ = tick.tick() => {
                     let actions = self.jam.tick(self.now());
                     self.perform(actions);
+                    self.drop_unopened_links();
                 }
                 _ = stats.tick() => self.poll_stats(),
                 _ = midi_tick.tick(), if self.midi_timers_needed() => self.midi_tick(),
@@ -567,10 +583,7 @@ impl Engine {
 
     fn emit(&mut self, e: HostEvent) {
         if let HostEvent::Peer(RegistryEvent::Left { peer, .. }) = &e {
-            if let Some(joiner_id) = self.joiner_ids.remove(&peer.id) {
-                let session = self.session.borrow().clone();
-                self.signaller.release(&session, &joiner_id);
-            }
+            self.release_offer(peer.id);
             // Whatever made it leave, its notes are released everywhere.
             self.midi_peer_left(peer.id);
         }
@@ -596,6 +609,9 @@ impl Engine {
                 }
             }
             Cmd::AnswerFailed { peer, why } => {
+                // Its offer's slot at the rendezvous is free again at once,
+                // even if the peer list had no row for it.
+                self.release_offer(peer);
                 self.emit(HostEvent::Error { message: why });
                 if let Some(e) = self.registry.left(peer, LeaveReason::Closed) {
                     self.emit(HostEvent::Peer(e));
@@ -618,6 +634,7 @@ impl Engine {
                         out,
                         channel_open: false,
                         midi_out: None,
+                        answered_at: Instant::now(),
                     },
                 );
             }
@@ -686,15 +703,43 @@ impl Engine {
             LinkEvent::ChannelClosed { label } if label == MIDI_CHANNEL => {
                 self.midi_unroute(peer, true);
             }
-            // The link is lost for now (no answer to consent checks for
-            // ~5 s: a killed or unplugged joiner). Its notes must not hang
-            // for the 25 s more it takes to fail; it is routed again if it
-            // comes back.
-            LinkEvent::State(LinkState::Disconnected) => self.midi_unroute(peer, false),
+            // The link is lost (no answer to consent checks for ~5 s: a
+            // killed, unplugged or sleeping joiner). The peer is shown gone
+            // and its notes are released now, not after the 25 s more it
+            // takes ICE to fail or the protocol's 30 s silence timeout.
+            // MidiEditor ends its session on this state too, so a joiner
+            // that comes back joins again rather than resuming.
+            LinkEvent::State(LinkState::Disconnected) => {
+                self.drop_link(peer, LeaveReason::LinkLost);
+            }
             LinkEvent::State(LinkState::Connected) => self.midi_maybe_route(peer),
             // Other channels and intermediate states are not this
             // engine's business.
             _ => {}
+        }
+    }
+
+    /// Frees the rendezvous slot of `peer`'s offer (once; the bundled
+    /// rendezvous only, a remote one lets it lapse).
+    fn release_offer(&mut self, peer: PeerId) {
+        if let Some(joiner_id) = self.joiner_ids.remove(&peer) {
+            let session = self.session.borrow().clone();
+            self.signaller.release(&session, &joiner_id);
+        }
+    }
+
+    /// Drops the links whose `midieditor` channel has not opened within
+    /// [`CONNECT_TIMEOUT`] of our answer, so that offers which never lead to
+    /// a peer cannot hold the jam's slots.
+    fn drop_unopened_links(&mut self) {
+        let stale: Vec<PeerId> = self
+            .links
+            .iter()
+            .filter(|(_, slot)| !slot.channel_open && slot.answered_at.elapsed() > CONNECT_TIMEOUT)
+            .map(|(&peer, _)| peer)
+            .collect();
+        for peer in stale {
+            self.drop_link(peer, LeaveReason::HelloTimeout);
         }
     }
 
@@ -703,10 +748,18 @@ impl Engine {
         let Some(slot) = self.links.remove(&peer) else {
             return;
         };
+        self.release_offer(peer);
         let link = slot.link.clone();
         tokio::spawn(async move { link.close().await });
         if slot.channel_open {
-            let actions = self.jam.channel_closed(self.now(), peer);
+            let mut actions = self.jam.channel_closed(self.now(), peer);
+            // The protocol only saw its channel close; the peer list and
+            // the events say why.
+            for action in &mut actions {
+                if let Action::Event(PeerEvent::Left { reason: said, .. }) = action {
+                    *said = reason.clone();
+                }
+            }
             self.perform(actions);
         }
         // If the protocol never knew the peer (or already let it go), the
@@ -738,6 +791,7 @@ impl Engine {
                     }
                 }
                 Action::Close { peer, reason } => {
+                    self.release_offer(peer);
                     // Let queued frames (a joinrejected) go out first: the
                     // writer drains its queue, then the link closes.
                     if let Some(slot) = self.links.remove(&peer) {

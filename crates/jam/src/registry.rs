@@ -731,6 +731,7 @@ mod tests {
             (LeaveReason::BadHello { why: "x".into() }, "badHello"),
             (LeaveReason::TooManyPending, "tooManyPending"),
             (LeaveReason::Kicked { reason: "x".into() }, "kicked"),
+            (LeaveReason::LinkLost, "linkLost"),
         ] {
             assert_eq!(serde_json::to_value(&reason).unwrap()["code"], code);
         }

@@ -106,6 +106,10 @@
 //! - `answer`: [`answer_offer`], from an offer to an answer SDP: parsing the
 //!   offer, choosing the DTLS role and the sockets, building the connection
 //!   and waiting for gathering;
+//! - `early_dtls`: the connection's own runtime, which keeps a joiner's
+//!   DTLS flight that arrives before our ICE agent has selected a pair
+//!   (libdatachannel's ClientHello; `rtc` would drop it and the handshake
+//!   would wait 1 s for a retransmission) and delivers it once it has;
 //! - `link`: [`PeerLink`] and what runs under it for the life of the link:
 //!   the state shared with webrtc-rs's callbacks, one forwarding task per
 //!   data channel, closing, sending and statistics.
@@ -116,6 +120,7 @@ use ::rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
 
 mod answer;
 mod config;
+mod early_dtls;
 mod events;
 mod link;
 

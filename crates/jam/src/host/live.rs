@@ -14,7 +14,7 @@
 //!   silent, ghost, stalled). Each of those releases the notes and pedals it
 //!   left sounding, on every output that played them: the other peers get
 //!   a release frame, the local output Note Offs on [`HostControl::midi_events`].
-//!   A link that comes back from `Disconnected` is routed again.
+//!   A lost link also takes the peer out of the jam (see `on_link`).
 //! - a routed peer that promised keep-alives (the `KEEPALIVE` flag of
 //!   `docs/midi-frames.md`: our aiortc test joiner does) and then sends
 //!   nothing for 1 s while its notes sound has **stalled**: its notes and

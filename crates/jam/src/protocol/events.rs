@@ -64,6 +64,10 @@ pub enum LeaveReason {
     TooManyPending,
     /// Removed by the host.
     Kicked { reason: String },
+    /// The transport reported the link lost (ICE consent checks unanswered
+    /// for ~5 s: a killed, unplugged or sleeping peer), long before the
+    /// protocol's silence timeout would.
+    LinkLost,
 }
 
 impl fmt::Display for LeaveReason {
@@ -80,6 +84,7 @@ impl fmt::Display for LeaveReason {
             LeaveReason::BadHello { why } => write!(f, "unusable hello: {why}"),
             LeaveReason::TooManyPending => f.write_str("too many connections are opening"),
             LeaveReason::Kicked { reason } => write!(f, "removed by the host: {reason}"),
+            LeaveReason::LinkLost => f.write_str("the connection was lost"),
         }
     }
 }

@@ -21,6 +21,7 @@ use webrtc::peer_connection::{
     SettingEngineBuilder,
 };
 
+use super::early_dtls::{DtlsGate, GatedRuntime};
 use super::link::{forward_states, Core, Forwarding, Handler, LinkInner};
 use super::{
     to_webrtc_ice_server, Answered, LinkState, PeerLink, RtcConfig, RtcError,
@@ -91,6 +92,9 @@ async fn build_connection(
         .with_answering_dtls_role(dtls_role)
         .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(MAX_MESSAGE_SIZE as u32))
         .build();
+    // Our own runtime, only to keep a joiner's DTLS flight that arrives before
+    // our ICE agent has selected a pair (see `early_dtls`).
+    let dtls_gate = Arc::new(DtlsGate::default());
     let configuration = RTCConfigurationBuilder::new()
         .with_ice_servers(cfg.ice_servers.iter().map(to_webrtc_ice_server).collect())
         .build();
@@ -98,7 +102,11 @@ async fn build_connection(
     PeerConnectionBuilder::new()
         .with_configuration(configuration)
         .with_setting_engine(setting_engine)
-        .with_handler(Arc::new(Handler { core: core.clone() }))
+        .with_handler(Arc::new(Handler {
+            core: core.clone(),
+            dtls_gate: dtls_gate.clone(),
+        }))
+        .with_runtime(Arc::new(GatedRuntime::new(dtls_gate)))
         .with_udp_addrs(udp_addrs.to_vec())
         .with_data_channel_send_buffer_limit(SEND_BUFFER_LIMIT)
         .build()

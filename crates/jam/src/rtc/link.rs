@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, watch, OnceCell};
 use tracing::{debug, warn};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateType, RTCIceGatheringState,
-    RTCPeerConnectionState, RTCStatsReportEntry, StatsSelector,
+    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateType, RTCIceConnectionState,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCStatsReportEntry, StatsSelector,
 };
 
 use super::{LinkEvent, LinkState, LinkStats, Route, RtcError, MAX_MESSAGE_SIZE};
@@ -118,6 +118,8 @@ async fn shutdown(core: &Arc<Core>, pc: &Arc<dyn PeerConnection>) {
 /// which also answers consent checks, so each one only records or spawns.
 pub(super) struct Handler {
     pub(super) core: Arc<Core>,
+    /// Opened once ICE has selected a pair (see `early_dtls`).
+    pub(super) dtls_gate: Arc<super::early_dtls::DtlsGate>,
 }
 
 #[async_trait::async_trait]
@@ -125,6 +127,15 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
         if state == RTCIceGatheringState::Complete {
             self.core.gathered_tx.send_replace(true);
+        }
+    }
+
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        if matches!(
+            state,
+            RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+        ) {
+            self.dtls_gate.open();
         }
     }
 

@@ -60,6 +60,11 @@ pub struct HostedView {
     pub port: Option<u16>,
     /// True while the jam is advertised on the LAN.
     pub advertised: bool,
+    /// True while MidiEditor's LAN Live datagram goes out (MidiEditor's
+    /// "Join LAN Live Session" finds the jam by its code).
+    pub lan_live: bool,
+    /// The TCP port MidiEditor LAN Live joiners connect to, while open.
+    pub lan_tcp_port: Option<u16>,
     pub max_peers: usize,
     /// Peers in order of arrival.
     pub peers: Vec<PeerEntry>,

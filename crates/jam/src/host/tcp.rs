@@ -49,9 +49,10 @@ use crate::protocol::PeerId;
 use crate::rtc::{LinkEvent, LinkState, LinkStats, Route, RtcError};
 
 /// Time a frame has from its first byte to its last, plus one second per
-/// MiB it declares (32 MiB on a LAN takes well under a second; 42 s is for
-/// a very bad Wi-Fi).
-pub const FRAME_DEADLINE: Duration = Duration::from_secs(10);
+/// MiB it declares (32 MiB on a LAN takes well under a second; 37 s is for
+/// a very bad Wi-Fi). Shorter than the hello timeout, so a trickled hello
+/// is dropped for what it is.
+pub const FRAME_DEADLINE: Duration = Duration::from_secs(5);
 /// A write to a peer that stopped reading gives up after this long.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -623,6 +623,9 @@ impl Supervisor {
 
     async fn start_advert(&mut self) {
         self.start_announcer();
+        if self.lan_live.stun.is_none() {
+            self.start_stun().await;
+        }
         if !self.cfg.advertised() || self.advertiser.is_some() {
             return;
         }

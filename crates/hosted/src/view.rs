@@ -65,6 +65,10 @@ pub struct HostedView {
     pub lan_live: bool,
     /// The TCP port MidiEditor LAN Live joiners connect to, while open.
     pub lan_tcp_port: Option<u16>,
+    /// This host's LAN STUN server(s), `stun:ip:port`, while advertised:
+    /// what "Apply to MidiEditor" writes when the user has no STUN/TURN
+    /// servers of their own.
+    pub stun_servers: Vec<String>,
     pub max_peers: usize,
     /// Peers in order of arrival.
     pub peers: Vec<PeerEntry>,

@@ -74,26 +74,44 @@ fn phases(log: &Path, skip: usize) -> (f64, f64) {
 }
 
 fn log_len(log: &Path) -> usize {
-    std::fs::read_to_string(log).map(|t| t.lines().count()).unwrap_or(0)
+    std::fs::read_to_string(log)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
 }
 
 fn main() {
-    if !test_support::tools::midieditor_tool().join("midieditor").is_file() {
+    if !test_support::tools::midieditor_tool()
+        .join("midieditor")
+        .is_file()
+    {
         println!("lan_live bench SKIPPED: the real MidiEditor is not there (set MIDIEDITOR_TOOL)");
         return;
     }
-    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
     let pair = VethPair::new("lanbench");
     let tmp = std::env::temp_dir().join(format!("lanbench-{}", std::process::id()));
     let joiner = tmp.join("joiner");
     let ref_host = tmp.join("host");
     std::fs::create_dir_all(&joiner).unwrap();
     std::fs::create_dir_all(&ref_host).unwrap();
-    let (joiner, ref_host): (PathBuf, PathBuf) =
-        (joiner.canonicalize().unwrap(), ref_host.canonicalize().unwrap());
+    let (joiner, ref_host): (PathBuf, PathBuf) = (
+        joiner.canonicalize().unwrap(),
+        ref_host.canonicalize().unwrap(),
+    );
     let log = joiner.join("midieditor.log");
-    me(&pair.b, &joiner, &["start", "--name", "BenchJoiner", "--mcp-port", "9481"]);
-    me(&pair.a, &ref_host, &["start", "--name", "RefHost", "--mcp-port", "9482"]);
+    me(
+        &pair.b,
+        &joiner,
+        &["start", "--name", "BenchJoiner", "--mcp-port", "9481"],
+    );
+    me(
+        &pair.a,
+        &ref_host,
+        &["start", "--name", "RefHost", "--mcp-port", "9482"],
+    );
 
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
@@ -101,15 +119,32 @@ fn main() {
         // Ours: process start to its code, then the join.
         let t = Instant::now();
         let mut host = Command::new("ip")
-            .args(["netns", "exec", pair.a.name(), BIN, "host", "--json", "--port", "0"])
-            .args(["--no-mdns", "--advertise-on", IF_A, "--ice-bind", &pair.ip_a.to_string()])
+            .args([
+                "netns",
+                "exec",
+                pair.a.name(),
+                BIN,
+                "host",
+                "--json",
+                "--port",
+                "0",
+            ])
+            .args([
+                "--no-mdns",
+                "--advertise-on",
+                IF_A,
+                "--ice-bind",
+                &pair.ip_a.to_string(),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("midi-rdv host");
         let mut line = String::new();
-        BufReader::new(host.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(host.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let to_code = t.elapsed();
         let v: serde_json::Value = serde_json::from_str(&line).expect("hosting line");
         let code = v["code"].as_str().unwrap().to_owned();
@@ -126,7 +161,11 @@ fn main() {
         let code = me(&pair.a, &ref_host, &["host", "lan"]);
         let to_code = t.elapsed();
         let skip = log_len(&log);
-        me(&pair.b, &joiner, &["join", "lan", &code, "--timeout", "20", "--answer", "yes"]);
+        me(
+            &pair.b,
+            &joiner,
+            &["join", "lan", &code, "--timeout", "20", "--answer", "yes"],
+        );
         let (wait, welcome) = phases(&log, skip);
         theirs.push((to_code, wait, welcome));
         me(&pair.b, &joiner, &["leave"]);

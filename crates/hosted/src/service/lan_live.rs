@@ -21,6 +21,8 @@ pub(super) struct LanLive {
     pub(super) announcer: Option<Announcer>,
     /// The session id the host registered (and announces).
     pub(super) session_id: String,
+    /// The LAN STUN server MidiEditor's WAN joiners can be pointed at.
+    pub(super) stun: Option<jam::stun_responder::StunResponder>,
 }
 
 /// TCP connections at once for a jam of `peers`: its peers, as many
@@ -86,12 +88,43 @@ impl Supervisor {
         }
     }
 
-    /// Stops the datagram (within a tick; the thread is joined).
+    /// Stops the datagram (within a tick; the thread is joined) and the
+    /// STUN responder.
     pub(super) fn stop_announcer(&mut self) {
         if let Some(a) = self.lan_live.announcer.take() {
             a.stop();
         }
-        self.view.send_modify(|v| v.lan_live = false);
+        self.lan_live.stun = None;
+        self.view.send_modify(|v| {
+            v.lan_live = false;
+            v.stun_servers.clear();
+        });
+    }
+
+    /// Answers STUN Binding requests on UDP 3478 (or the next free port) of
+    /// the advert's interfaces while the jam is advertised, so that "Apply
+    /// to MidiEditor" can give MidiEditor a STUN server that answers
+    /// offline (`jam::stun_responder`).
+    pub(super) async fn start_stun(&mut self) {
+        self.lan_live.stun = None;
+        if !self.cfg.advertised() {
+            return;
+        }
+        let ips: Vec<IpAddr> = lan::midieditor_lan::interface_addrs(&self.cfg.interfaces())
+            .into_iter()
+            .map(|(_, ip)| IpAddr::V4(ip))
+            .collect();
+        if ips.is_empty() {
+            return;
+        }
+        match jam::stun_responder::StunResponder::start(&ips).await {
+            Ok(s) => {
+                let uris = s.uris();
+                self.lan_live.stun = Some(s);
+                self.view.send_modify(|v| v.stun_servers = uris);
+            }
+            Err(e) => tracing::warn!("no LAN STUN responder: {e}"),
+        }
     }
 }
 

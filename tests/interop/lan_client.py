@@ -19,6 +19,8 @@ end (what happened is in the lines; the Rust test judges it).
   oversize HOST PORT     a header declaring 32 MiB + 1, then waits for close
   slowloris HOST PORT    a hello frame, one byte every 2 s; waits for close
   garbage HOST PORT      an unprefixed JSON text; waits for close
+  stun HOST PORT          one STUN Binding request (RFC 5389); prints the
+                          XOR-MAPPED-ADDRESS answered, or null after 2 s
   flood HOST PORT --count N [--hold S]
       Opens N connections at once without a word; prints how many the host
       closed within 1 s and how many it still held after S seconds.
@@ -230,6 +232,35 @@ def cmd_flood(a):
          "heldAfter": held, "holdSeconds": a.hold})
 
 
+def cmd_stun(a):
+    import os
+    txid = os.urandom(12)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    s.sendto(struct.pack(">HHI", 1, 0, 0x2112A442) + txid, (a.host, a.port))
+    try:
+        data, _ = s.recvfrom(2048)
+    except socket.timeout:
+        out({"mapped": None})
+        return
+    kind, length, cookie = struct.unpack(">HHI", data[:8])
+    if kind != 0x0101 or cookie != 0x2112A442 or data[8:20] != txid:
+        out({"mapped": None, "bad": data.hex()})
+        return
+    at = 20
+    while at + 4 <= 20 + length:
+        t, n = struct.unpack(">HH", data[at:at + 4])
+        v = data[at + 4:at + 4 + n]
+        if t == 0x0020 and v[1] == 1:
+            port = struct.unpack(">H", v[2:4])[0] ^ 0x2112
+            ip = bytes(b ^ c for b, c in zip(v[4:8], struct.pack(">I", 0x2112A442)))
+            out({"mapped": "%s:%d" % (socket.inet_ntoa(ip), port),
+                 "local": "%s:%d" % s.getsockname()})
+            return
+        at += 4 + (n + 3) // 4 * 4
+    out({"mapped": None})
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -237,7 +268,7 @@ def main():
     f.add_argument("code")
     f.add_argument("--iface-ip", required=True)
     f.add_argument("--timeout", type=float, default=10)
-    for name in ("session", "oversize", "slowloris", "garbage", "flood"):
+    for name in ("session", "oversize", "slowloris", "garbage", "flood", "stun"):
         s = sub.add_parser(name)
         s.add_argument("host")
         s.add_argument("port", type=int)
@@ -252,7 +283,8 @@ def main():
             s.add_argument("--hold", type=float, default=2)
     a = p.parse_args()
     {"find": cmd_find, "session": cmd_session, "oversize": cmd_oversize,
-     "slowloris": cmd_slowloris, "garbage": cmd_garbage, "flood": cmd_flood}[a.cmd](a)
+     "slowloris": cmd_slowloris, "garbage": cmd_garbage, "flood": cmd_flood,
+     "stun": cmd_stun}[a.cmd](a)
 
 
 if __name__ == "__main__":

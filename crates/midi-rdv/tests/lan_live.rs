@@ -222,6 +222,26 @@ fn the_datagram_is_heard_on_the_chosen_interface_only_and_not_when_advertising_i
     assert_eq!(addr, ip_a, "the datagram's source is the TCP address");
     assert!(port > 0);
     println!("datagram heard {after_ms} ms after listening began");
+    // The LAN STUN responder answers on the chosen interface only.
+    let stun = client(&pair.b, &["stun", &ip_a, "3478"]);
+    let mapped = stun[0]["mapped"].as_str().unwrap_or_default();
+    assert!(
+        mapped.starts_with("10.77.0.2:"),
+        "STUN on {ip_a}:3478: {stun:?}"
+    );
+    let local_port = stun[0]["local"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap();
+    assert!(mapped.ends_with(&format!(":{local_port}")), "{stun:?}");
+    let stun_c = client(&c, &["stun", "10.78.0.1", "3478"]);
+    assert_eq!(
+        stun_c[0]["mapped"],
+        Value::Null,
+        "STUN on an unchosen interface"
+    );
     let in_c = client(
         &c,
         &["find", &code, "--iface-ip", "10.78.0.2", "--timeout", "2.5"],

@@ -62,7 +62,7 @@ async function copy(text) {
 
 const CLIENTS = { midiEditor: "MidiEditor", thisApp: "MIDI Jam", browser: "Browser", unknown: "Unknown" };
 const STATES = { connecting: "Connecting", connected: "Connected", left: "Left" };
-const ROUTES = { host: "Direct (LAN)", srflx: "Through NAT", prflx: "Direct (discovered)", relay: "Relayed (TURN)", unknown: "—" };
+const ROUTES = { host: "Direct (LAN)", srflx: "Through NAT", prflx: "Direct (discovered)", relay: "Relayed (TURN)", tcp: "LAN (TCP)", unknown: "—" };
 
 let lastNotice = 0;
 let codeReported = false;
@@ -175,7 +175,9 @@ function renderPeers(v) {
       CLIENTS[/** @type {keyof typeof CLIENTS} */ (p.client)] || p.client,
       STATES[/** @type {keyof typeof STATES} */ (p.state)] || p.state,
       p.rttMs == null ? "—" : (p.rttMs < 1 ? "< 1 ms" : Math.round(p.rttMs) + " ms"),
-      ROUTES[/** @type {keyof typeof ROUTES} */ (p.route)] || p.route,
+      // The transport in words ("LAN (TCP)", "Direct (LAN)", "Relayed"),
+      // from the host; the route table for a host that sends none.
+      p.transport || ROUTES[/** @type {keyof typeof ROUTES} */ (p.route)] || p.route,
       light,
     ];
     texts.forEach((text, i) => setText(tr.cells[i], text));
@@ -237,6 +239,7 @@ function fillForm(s) {
   }
   /** @type {HTMLInputElement} */ ($("advertise")).checked = s.advertise;
   /** @type {HTMLInputElement} */ ($("openJam")).checked = s.openJam;
+  /** @type {HTMLInputElement} */ ($("midieditorLan")).checked = s.midieditorLan;
   /** @type {HTMLInputElement} */ ($("mdnsInterfaces")).value = s.mdnsInterfaces.join(", ");
   iceRows = s.iceServers.map((/** @type {any} */ r) => ({ ...r }));
   renderIce();
@@ -320,6 +323,7 @@ function readForm() {
     midiOutput: /** @type {HTMLSelectElement} */ ($("midiOutput")).value,
     advertise: /** @type {HTMLInputElement} */ ($("advertise")).checked,
     openJam: /** @type {HTMLInputElement} */ ($("openJam")).checked,
+    midieditorLan: /** @type {HTMLInputElement} */ ($("midieditorLan")).checked,
     mdnsInterfaces: text("mdnsInterfaces").split(",").map((s) => s.trim()).filter(Boolean),
   };
 }

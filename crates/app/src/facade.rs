@@ -447,7 +447,19 @@ impl App {
         let location = self.inner.config.midieditor.clone().ok_or_else(|| {
             "MidiEditor's settings location is unknown on this system.".to_owned()
         })?;
-        let rows = settings.ice_servers;
+        let mut rows = settings.ice_servers;
+        // No servers of the user's own: MidiEditor's blank list means ten
+        // public STUN servers, which offline cost every WAN join its whole
+        // gathering timeout. Our LAN STUN responder answers at once.
+        if rows.is_empty() {
+            if let Some(stun) = self.view().stun_servers.first() {
+                rows.push(crate::settings::IceRow {
+                    url: stun.clone(),
+                    username: String::new(),
+                    credential: String::new(),
+                });
+            }
+        }
         tokio::task::spawn_blocking(move || {
             crate::midieditor::apply(&location, &url, &rows).map_err(|e| e.to_string())
         })

@@ -96,6 +96,7 @@ pub fn hosted_config(
         advertise: settings.advertise,
         advertise_on: settings.mdns_interfaces.clone(),
         open_jam: settings.open_jam,
+        midieditor_lan: settings.midieditor_lan,
         midi: Some(MidiChoice {
             system: midi_system,
             input: settings.midi_input.clone(),

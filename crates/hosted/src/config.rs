@@ -108,6 +108,10 @@ pub struct HostedConfig {
     pub advertise_on: Vec<String>,
     /// Publish the code in the advert, so LAN joiners need not type it.
     pub open_jam: bool,
+    /// "Let MidiEditor find this jam on the LAN": accept MidiEditor's LAN
+    /// Live joiners over TCP and, while the jam is advertised, send its
+    /// `MIDIEDIT-PR-LAN` datagram on the advert's interfaces.
+    pub midieditor_lan: bool,
     /// This computer's MIDI ports, or `None` (a headless host only relays).
     pub midi: Option<MidiChoice>,
     /// A failed start is tried again this often (the app); `None`: a failed
@@ -134,6 +138,7 @@ impl Default for HostedConfig {
             advertise: true,
             advertise_on: Vec::new(),
             open_jam: false,
+            midieditor_lan: true,
             midi: None,
             retry_every: Some(Duration::from_secs(5)),
         }
@@ -159,6 +164,21 @@ impl HostedConfig {
     /// Whether the jam is announced on the LAN with this config.
     pub(crate) fn advertised(&self) -> bool {
         self.advertise && self.rendezvous.is_bundled()
+    }
+
+    /// Whether MidiEditor's LAN Live datagram is sent: on the same
+    /// condition and interfaces as the mDNS advert, and the setting.
+    pub(crate) fn lan_live(&self) -> bool {
+        self.advertised() && self.midieditor_lan
+    }
+
+    /// The interfaces the advert and the LAN Live datagram use.
+    pub(crate) fn interfaces(&self) -> lan::InterfaceChoice {
+        if self.advertise_on.is_empty() {
+            lan::InterfaceChoice::DefaultLan
+        } else {
+            lan::InterfaceChoice::Named(self.advertise_on.clone())
+        }
     }
 }
 
@@ -203,7 +223,9 @@ impl Impact {
         let advert = (drops && (old.advertised() || new.advertised()))
             || old.advertised() != new.advertised()
             || (new.advertised()
-                && (old.advertise_on != new.advertise_on || old.open_jam != new.open_jam));
+                && (old.advertise_on != new.advertise_on
+                    || old.open_jam != new.open_jam
+                    || old.midieditor_lan != new.midieditor_lan));
         let midi = match (&old.midi, &new.midi) {
             (Some(a), Some(b)) => !a.same(b),
             (None, None) => false,

@@ -19,6 +19,8 @@ use crate::config::{HostedConfig, Impact, RendezvousChoice};
 use crate::local_midi::{self, JamPorts, LocalMidi};
 use crate::view::{join_link, qr_svg, HostedEvent, HostedView, Level, Notice, PeerMidiView, Phase};
 
+mod lan_live;
+
 /// How often the MIDI activity lights are read.
 const ACTIVITY_EVERY: Duration = Duration::from_millis(500);
 
@@ -97,6 +99,7 @@ impl Hosted {
             host: None,
             host_events: None,
             advertiser: None,
+            lan_live: lan_live::LanLive::default(),
             notice_seq: 0,
             local_midi: None,
             ports_to: None,
@@ -210,6 +213,8 @@ struct Supervisor {
     host: Option<Host>,
     host_events: Option<broadcast::Receiver<HostEvent>>,
     advertiser: Option<lan::Advertiser>,
+    /// MidiEditor's LAN Live: the TCP port and the datagram.
+    lan_live: lan_live::LanLive,
     notice_seq: u64,
     /// This computer's MIDI ports, connected while hosting (or to
     /// `ports_to`).
@@ -503,7 +508,10 @@ impl Supervisor {
         let cfg = HostConfig {
             display_name: self.cfg.name.clone(),
             machine_id: String::new(),
-            session_id: format!("jam-{}", jam::host::new_machine_id()),
+            session_id: {
+                self.lan_live.session_id = format!("jam-{}", jam::host::new_machine_id());
+                self.lan_live.session_id.clone()
+            },
             max_peers: self.cfg.peer_limit(),
             rtc: self.cfg.rtc(),
             target,
@@ -522,6 +530,7 @@ impl Supervisor {
                 if self.ports_to.is_none() {
                     self.start_local_midi().await;
                 }
+                self.start_lan_tcp().await;
                 // The code arrives as the first event; the advert needs it.
                 if self.first_event_is_hosting().await {
                     self.start_advert().await;
@@ -624,6 +633,10 @@ impl Supervisor {
     }
 
     async fn start_advert(&mut self) {
+        self.start_announcer();
+        if self.lan_live.stun.is_none() {
+            self.start_stun().await;
+        }
         if !self.cfg.advertised() || self.advertiser.is_some() {
             return;
         }
@@ -631,11 +644,7 @@ impl Supervisor {
             return;
         };
         let cfg = lan::AdvertiseConfig {
-            interfaces: if self.cfg.advertise_on.is_empty() {
-                lan::InterfaceChoice::DefaultLan
-            } else {
-                lan::InterfaceChoice::Named(self.cfg.advertise_on.clone())
-            },
+            interfaces: self.cfg.interfaces(),
             port: server.addr.port(),
             base_path: "/".into(),
             name: self.cfg.name.clone(),
@@ -656,6 +665,7 @@ impl Supervisor {
     }
 
     async fn stop_advert(&mut self) {
+        self.stop_announcer();
         if let Some(a) = self.advertiser.take() {
             // Goodbye packets, so LAN browsers drop the jam at once.
             let _ = tokio::task::spawn_blocking(move || a.stop()).await;
@@ -685,9 +695,11 @@ impl Supervisor {
         if self.ports_to.is_none() {
             self.close_local_midi().await;
         }
+        self.lan_live.tcp = None;
         self.view.send_modify(|v| {
             v.peers.clear();
             v.midi.clear();
+            v.lan_tcp_port = None;
             v.code = None;
             v.join_link = None;
             v.qr_svg = None;
@@ -733,6 +745,10 @@ impl Supervisor {
                     if let Some(a) = self.advertiser.as_mut() {
                         let _ = a.set_open_code(Some(code));
                     }
+                }
+                // A renewed code goes into the datagram too.
+                if renewed && self.lan_live.announcer.is_some() {
+                    self.start_announcer();
                 }
             }
             HostEvent::Peer(ev) => {

@@ -60,6 +60,15 @@ pub struct HostedView {
     pub port: Option<u16>,
     /// True while the jam is advertised on the LAN.
     pub advertised: bool,
+    /// True while MidiEditor's LAN Live datagram goes out (MidiEditor's
+    /// "Join LAN Live Session" finds the jam by its code).
+    pub lan_live: bool,
+    /// The TCP port MidiEditor LAN Live joiners connect to, while open.
+    pub lan_tcp_port: Option<u16>,
+    /// This host's LAN STUN server(s), `stun:ip:port`, while advertised:
+    /// what "Apply to MidiEditor" writes when the user has no STUN/TURN
+    /// servers of their own.
+    pub stun_servers: Vec<String>,
     pub max_peers: usize,
     /// Peers in order of arrival.
     pub peers: Vec<PeerEntry>,

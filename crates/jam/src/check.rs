@@ -55,7 +55,7 @@
 mod loopback;
 pub mod report;
 mod servers;
-mod stun;
+pub(crate) mod stun;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -21,7 +21,7 @@ use types::Millis;
 
 use crate::protocol::{Action, ClientKind, Jam, JamConfig, LeaveReason, PeerEvent, PeerId};
 use crate::registry::{Registry, RegistryEvent};
-use crate::rtc::{self, LinkEvent, LinkState, PeerLink, RtcConfig};
+use crate::rtc::{self, LinkEvent, LinkState, RtcConfig};
 use crate::signal::{HostSession, SignalError, Signaller, Target};
 
 /// The data channel MidiEditor joiners open and speak framed JSON on.
@@ -30,7 +30,10 @@ pub const MIDIEDITOR_CHANNEL: &str = "midieditor";
 /// [`HostControl::send_midi`] and `docs/midi-frames.md`).
 pub const MIDI_CHANNEL: &str = "midi";
 
+mod link;
 mod live;
+pub mod tcp;
+use link::Link;
 pub use live::{
     MidiEvent, MidiStats, PeerMidi, SendMidiError, MIDI_EVENTS, MIDI_QUEUE, RELAY_BUCKETS_US,
     RELAY_SLOW_NS,
@@ -158,10 +161,10 @@ enum Cmd {
         peer: PeerId,
         why: String,
     },
-    /// The answer is posted; the link is ours.
+    /// The answer is posted (or a TCP joiner connected); the link is ours.
     NewLink {
         peer: PeerId,
-        link: PeerLink,
+        link: Link,
     },
     Link {
         peer: PeerId,
@@ -292,6 +295,25 @@ impl Host {
     /// Sends a chat message from the host to every peer.
     pub async fn chat(&self, text: &str) {
         self.clone_handle().chat(text).await;
+    }
+
+    /// Accepts MidiEditor LAN Live joiners over TCP on `addr` (port 0: any
+    /// free one) into this same jam, at most `max_connections` at once
+    /// (see [`tcp`]). Returns the bound address, whose port goes into the
+    /// LAN announcement. Listening ends when the host stops.
+    pub async fn listen_lan_tcp(
+        &self,
+        addr: std::net::SocketAddr,
+        max_connections: usize,
+    ) -> std::io::Result<std::net::SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        tokio::spawn(tcp::accept_loop(
+            listener,
+            self.cmd.clone(),
+            max_connections,
+        ));
+        Ok(bound)
     }
 
     /// Stops cleanly: peers are told and closed, the session is removed from
@@ -494,7 +516,7 @@ async fn answer_one(
     if cmd
         .send(Cmd::NewLink {
             peer,
-            link: answered.link,
+            link: Link::Rtc(answered.link),
         })
         .await
         .is_err()
@@ -509,7 +531,7 @@ async fn answer_one(
 }
 
 struct LinkSlot {
-    link: PeerLink,
+    link: Link,
     /// Frames waiting to be written, in order.
     out: mpsc::Sender<Bytes>,
     /// Whether its `midieditor` channel was ever opened (the protocol knows

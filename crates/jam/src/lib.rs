@@ -29,6 +29,7 @@ pub mod rendezvous;
 pub mod roster;
 pub mod rtc;
 pub mod signal;
+pub mod stun_responder;
 /// The MIDI crate the host relays with (frames, router, ports), re-exported
 /// so users of the jam need no second dependency to speak the `midi` channel.
 pub use midi;

@@ -88,7 +88,8 @@ pub enum PeerState {
 
 /// The ICE candidate type of the local end of the selected pair: `host` is
 /// a direct LAN path, `srflx`/`prflx` went through NAT discovery, `relay`
-/// through TURN. A TCP (MidiEditor LAN mode) peer is `host`.
+/// through TURN. A peer on MidiEditor's LAN mode has no ICE at all: its
+/// route is `tcp`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Route {
@@ -96,8 +97,58 @@ pub enum Route {
     Srflx,
     Prflx,
     Relay,
+    /// MidiEditor's LAN Live transport: plain TCP, no WebRTC
+    /// (`jam::host::tcp`).
+    Tcp,
     #[default]
     Unknown,
+}
+
+/// How a peer reaches the jam, in the words the peer list shows: one jam
+/// has peers on both transports, and a user asking "why is this one slow?"
+/// first wants to know which path it takes. Serialised as that text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+pub enum Transport {
+    /// MidiEditor's LAN Live mode: framed JSON over plain TCP.
+    #[serde(rename = "LAN (TCP)")]
+    LanTcp,
+    /// WebRTC on a host or peer-reflexive pair: straight across the LAN.
+    #[serde(rename = "Direct (LAN)")]
+    DirectLan,
+    /// WebRTC on a server-reflexive pair: direct, found through STUN.
+    #[serde(rename = "Direct (STUN)")]
+    DirectStun,
+    /// WebRTC through a TURN server.
+    #[serde(rename = "Relayed")]
+    Relayed,
+    /// No path chosen yet (ICE still checking).
+    #[default]
+    #[serde(rename = "")]
+    Unknown,
+}
+
+impl Transport {
+    /// From the route of the selected path.
+    pub fn of_route(route: Route) -> Transport {
+        match route {
+            Route::Tcp => Transport::LanTcp,
+            Route::Host | Route::Prflx => Transport::DirectLan,
+            Route::Srflx => Transport::DirectStun,
+            Route::Relay => Transport::Relayed,
+            Route::Unknown => Transport::Unknown,
+        }
+    }
+
+    /// The text the peer list shows (empty while unknown).
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::LanTcp => "LAN (TCP)",
+            Transport::DirectLan => "Direct (LAN)",
+            Transport::DirectStun => "Direct (STUN)",
+            Transport::Relayed => "Relayed",
+            Transport::Unknown => "",
+        }
+    }
 }
 
 impl Route {
@@ -129,7 +180,7 @@ pub struct LinkStats {
 
 /// One row of the peer list. Serialises to the stable JSON snapshot:
 /// `{"id","displayName","machineId","client","state","rttMs","route",
-/// "bytesIn","bytesOut","joinedAtMs","connectedAtMs"}`. Times are on the
+/// "transport","bytesIn","bytesOut","joinedAtMs","connectedAtMs"}`. Times are on the
 /// engine's monotonic clock ([`Millis`]), not wall time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PeerEntry {
@@ -151,6 +202,10 @@ pub struct PeerEntry {
     pub rtt: Option<Duration>,
     #[serde(rename = "route")]
     pub route: Route,
+    /// Follows `route`: the words for it (`"LAN (TCP)"`, `"Direct (LAN)"`,
+    /// `"Relayed"`, ...).
+    #[serde(rename = "transport")]
+    pub transport: Transport,
     #[serde(rename = "bytesIn")]
     pub bytes_in: u64,
     #[serde(rename = "bytesOut")]
@@ -265,6 +320,7 @@ impl Registry {
             state: PeerState::Connecting,
             rtt: None,
             route: Route::Unknown,
+            transport: Transport::Unknown,
             bytes_in: 0,
             bytes_out: 0,
             joined_at: now,
@@ -388,6 +444,7 @@ impl Registry {
             return None;
         }
         (p.rtt, p.route, p.bytes_in, p.bytes_out) = after;
+        p.transport = Transport::of_route(p.route);
         Some(RegistryEvent::Changed { peer: p.clone() })
     }
 }
@@ -688,6 +745,7 @@ mod tests {
                     "state": "connected",
                     "rttMs": 1.25,
                     "route": "srflx",
+                    "transport": "Direct (STUN)",
                     "bytesIn": 10,
                     "bytesOut": 20,
                     "joinedAtMs": 1000,
@@ -713,7 +771,7 @@ mod tests {
             v,
             json!([{"event": "joined", "peer": {
                 "id": 4, "displayName": null, "machineId": null, "client": "unknown",
-                "state": "connecting", "rttMs": null, "route": "unknown", "bytesIn": 0,
+                "state": "connecting", "rttMs": null, "route": "unknown", "transport": "", "bytesIn": 0,
                 "bytesOut": 0, "joinedAtMs": 0, "connectedAtMs": null,
             }}])
         );

@@ -262,6 +262,7 @@ mod tests {
             state,
             rtt: None,
             route: Route::Unknown,
+            transport: crate::registry::Transport::Unknown,
             bytes_in: 0,
             bytes_out: 0,
             joined_at: Millis(0),

@@ -4,6 +4,8 @@
 //! - [`Advertiser`] announces the rendezvous a host is serving as
 //!   `_midi-rdv._tcp.local.` and withdraws it (goodbye packets) on stop or drop.
 //! - [`Browser`] watches for such announcements and reports [`BrowseEvent`]s.
+//! - [`midieditor_lan`]: MidiEditor's own LAN Live discovery (UDP multicast
+//!   datagrams), announced and heard on the same interface choice.
 //! - [`InterfaceChoice`] says which network interfaces either may use. There
 //!   is no "all interfaces" option on purpose: mDNS on a VPN or container
 //!   bridge leaks a jam to places the user did not mean, and on the
@@ -19,6 +21,7 @@
 mod advertise;
 mod browse;
 mod iface;
+pub mod midieditor_lan;
 mod txt;
 
 pub use advertise::{AdvertiseConfig, Advertiser, MIN_TXT_INTERVAL};

@@ -60,6 +60,11 @@ pub struct HostArgs {
     /// Open jam: publish the code in the LAN advertisement, so LAN joiners need not type it.
     #[arg(long, env = "MIDI_RDV_OPEN")]
     pub open: bool,
+    /// Do not let MidiEditor find the jam with "Join LAN Live Session" (no
+    /// TCP port for it, no MIDIEDIT-PR-LAN datagram). By default the
+    /// datagram goes out once a second wherever the mDNS advert does.
+    #[arg(long, env = "MIDI_RDV_NO_MIDIEDITOR_LAN")]
+    pub no_midieditor_lan: bool,
     /// Write one JSON object per line for each event instead of text.
     #[arg(long)]
     pub json: bool,
@@ -121,11 +126,22 @@ fn print(json: bool, e: &HostEvent) {
             HostEvent::Peer(p) => {
                 let v = e.to_json();
                 let peer = p.peer();
+                let via = peer.transport.label();
+                // Why a peer left (kicked for an oversized frame, say).
+                let why = match &v["reason"] {
+                    serde_json::Value::Null => String::new(),
+                    r => format!(
+                        ": {}",
+                        terminal_safe(r["reason"].as_str().or(r["code"].as_str()).unwrap_or(""))
+                    ),
+                };
                 format!(
-                    "{}: {} ({})",
+                    "{}: {} ({}{}{}){why}",
                     v["event"].as_str().unwrap_or("peer"),
                     terminal_safe(peer.display_name.as_deref().unwrap_or("(no name yet)")),
-                    v["peer"]["state"].as_str().unwrap_or("")
+                    v["peer"]["state"].as_str().unwrap_or(""),
+                    if via.is_empty() { "" } else { ", " },
+                    via
                 )
             }
             HostEvent::Chat { display_name, text } => {
@@ -163,6 +179,7 @@ fn config(args: &HostArgs) -> Result<HostedConfig, String> {
         advertise: !args.no_advertise,
         advertise_on: args.advertise_on.clone(),
         open_jam: args.open,
+        midieditor_lan: !args.no_midieditor_lan,
         midi: None,
         retry_every: None,
     })

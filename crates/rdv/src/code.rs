@@ -83,6 +83,9 @@ mod tests {
         for _ in 0..2000 {
             let c = random_code(&mut e);
             assert!(c.as_str().bytes().all(|b| ALPHABET.contains(&b)));
+            // So the same code works for MidiEditor's LAN Live join too.
+            assert!(c.in_both_alphabets());
+            assert!(c.as_str().bytes().all(|b| types::LAN_ALPHABET.contains(&b)));
         }
     }
 

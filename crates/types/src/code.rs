@@ -7,6 +7,13 @@ use std::str::FromStr;
 /// read aloud or off a screen is never ambiguous.
 pub const ALPHABET: &[u8; 31] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
 
+/// MidiEditor's LAN Live alphabet: 32 symbols, [`ALPHABET`] plus `L`
+/// (read from MidiEditor 2.0.1, `LanDiscovery::generatePairingCode`). Every
+/// code we draw is in both, so one code serves a WAN join through the
+/// rendezvous and a LAN Live join by datagram; a code typed for a
+/// MidiEditor LAN host may contain an `L`, which [`Code::parse`] takes.
+pub const LAN_ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+
 /// A 4-character pairing code.
 ///
 /// Built three ways: by a rendezvous drawing one from [`ALPHABET`]
@@ -59,6 +66,12 @@ impl Code {
         Code::parse_route(&s).ok_or(CodeError::Shape)
     }
 
+    /// Whether MidiEditor could have drawn this code for a WAN session
+    /// ([`ALPHABET`]) and for a LAN one ([`LAN_ALPHABET`]).
+    pub fn in_both_alphabets(&self) -> bool {
+        self.0.iter().all(|b| ALPHABET.contains(b))
+    }
+
     pub fn as_str(&self) -> &str {
         // Only ever built from ASCII bytes, so this cannot fail.
         std::str::from_utf8(&self.0).unwrap_or("????")
@@ -108,6 +121,25 @@ pub fn is_valid_joiner_id(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wan_alphabet_is_the_lan_one_without_l() {
+        let mut wan: Vec<u8> = ALPHABET.to_vec();
+        wan.push(b'L');
+        wan.sort_unstable();
+        let mut lan = LAN_ALPHABET.to_vec();
+        lan.sort_unstable();
+        assert_eq!(wan, lan);
+        for i in 0..=255u8 {
+            let c = Code::from_symbols([i, i.wrapping_add(7), i / 3, 255 - i]);
+            assert!(c.in_both_alphabets(), "{c}");
+            assert!(c.as_str().bytes().all(|b| LAN_ALPHABET.contains(&b)));
+        }
+        // A MidiEditor LAN code with an L parses, and is LAN-only.
+        let lan_only = Code::parse("ql9z").unwrap();
+        assert_eq!(lan_only.as_str(), "QL9Z");
+        assert!(!lan_only.in_both_alphabets());
+    }
 
     #[test]
     fn symbols_come_from_the_alphabet() {

@@ -23,7 +23,7 @@ mod in_process;
 mod rendezvous_url;
 mod time;
 
-pub use code::{is_valid_joiner_id, Code, CodeError, ALPHABET};
+pub use code::{is_valid_joiner_id, Code, CodeError, ALPHABET, LAN_ALPHABET};
 pub use ice::{redact_entry, IceListError, IceScheme, IceServer, IceTransport, IceUriError};
 pub use in_process::{HostError, HostOpened, InProcessRendezvous, PendingOffer};
 pub use rendezvous_url::{RendezvousUrl, UrlError};

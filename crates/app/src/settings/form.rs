@@ -48,7 +48,7 @@ fn number_fields() -> [NumberField; 3] {
 /// Where a field sits in the pane's order (the struct's), so errors come
 /// in the order the fields are read.
 fn rank(field: &str) -> usize {
-    const ORDER: [&str; 11] = [
+    const ORDER: [&str; 12] = [
         "displayName",
         "rendezvousUrl",
         "iceServers",
@@ -59,6 +59,7 @@ fn rank(field: &str) -> usize {
         "mdnsInterfaces",
         "advertise",
         "openJam",
+        "midieditorLan",
         "maxPeers",
     ];
     let base = field.split(['[', '.']).next().unwrap_or(field);

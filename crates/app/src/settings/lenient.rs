@@ -164,6 +164,8 @@ mod tests {
         }));
         assert_eq!(s.display_name, "Ana");
         assert!(s.open_jam);
+        // A settings file from before LAN Live gets it on.
+        assert!(s.midieditor_lan);
         assert_eq!(s.listen_port, 8787);
         assert_eq!(s.max_peers, 8);
         assert_eq!(s.gather_timeout_ms, 2000);

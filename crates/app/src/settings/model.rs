@@ -41,6 +41,9 @@ pub struct Settings {
     pub advertise: bool,
     /// Publish the code in the LAN advertisement (one-click join on the LAN).
     pub open_jam: bool,
+    /// "Let MidiEditor find this jam on the LAN": MidiEditor's LAN Live
+    /// datagram on the advert's interfaces, and a TCP port for its joiners.
+    pub midieditor_lan: bool,
     /// Peers in the jam at once.
     pub max_peers: u32,
 }
@@ -58,6 +61,7 @@ impl Default for Settings {
             mdns_interfaces: Vec::new(),
             advertise: true,
             open_jam: false,
+            midieditor_lan: true,
             max_peers: 8,
         }
     }

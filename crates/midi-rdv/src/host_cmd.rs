@@ -242,19 +242,21 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         Some(state.resume()?)
     } else {
         if let Some(o) = state.offer() {
-            print(
-                json,
-                &HostEvent::Error {
-                    message: format!(
-                        "a saved song can be continued: {} ({} tracks, {} events, last edit by {}); \
-                         start with --continue to share it",
-                        o.name,
-                        o.tracks,
-                        o.events,
-                        o.last_editor.as_deref().unwrap_or("nobody")
-                    ),
-                },
-            );
+            // The next start offers the saved song; sharing it takes
+            // --continue, so a plain start never replays an old session.
+            let line = if json {
+                serde_json::json!({"event": "songOffer", "offer": o}).to_string()
+            } else {
+                format!(
+                    "A saved song can be continued: {} ({} tracks, {} events, last edit by {}). \
+                     Start with --continue to share it.",
+                    o.name,
+                    o.tracks,
+                    o.events,
+                    o.last_editor.as_deref().unwrap_or("nobody")
+                )
+            };
+            println!("{line}");
         }
         None
     };

@@ -432,11 +432,9 @@ impl StateDir {
 
     /// Shares a new empty song (MidiEditor's new-file shape).
     pub fn new_song(&self, name: &str) -> Result<SongShare, String> {
-        Ok(SongShare::new(Hub::new(
-            Song::new(),
-            name,
-            Some(self.store()?),
-        )))
+        let mut song = Song::new();
+        song.add_midieditor_defaults();
+        Ok(SongShare::new(Hub::new(song, name, Some(self.store()?))))
     }
 }
 
@@ -484,6 +482,7 @@ mod tests {
     #[test]
     fn a_joiner_gets_the_song_as_a_midi_file() {
         let mut s = Song::new();
+        s.add_midieditor_defaults();
         s.apply_hunks(&note_hunks(48)).unwrap();
         let mut hub = Hub::new(s.clone(), "/x/My Song", None);
         let f = sent(&hub.joined(PeerId(3)));
@@ -527,7 +526,8 @@ mod tests {
         let b64 = late[0].1["bytesB64"].as_str().unwrap();
         let bytes =
             base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap();
-        assert_eq!(smf::load(&bytes).unwrap().len(), 1);
+        // (Plus the tempo and time signature every opened file has.)
+        assert_eq!(smf::load(&bytes).unwrap().len(), 3);
     }
 
     #[test]
@@ -619,10 +619,10 @@ mod tests {
         let o = d.offer().unwrap();
         assert_eq!(
             (o.name.as_str(), o.events, o.last_editor.as_deref()),
-            ("x.mid", 1, Some("a"))
+            ("x.mid", 3, Some("a"))
         );
         let again = d.resume().unwrap();
-        assert_eq!(again.view().events, 1);
+        assert_eq!(again.view().events, 3);
         let _ = std::fs::remove_dir_all(&root);
     }
 

@@ -104,6 +104,42 @@ impl Song {
         }
     }
 
+    /// Gives the song what MidiEditor adds to every file it opens that
+    /// lacks them: a tempo (120 bpm) and a time signature (4/4) at tick 0
+    /// on track 0. With them the host's song holds exactly what each
+    /// joiner's copy holds after opening it.
+    pub fn add_midieditor_defaults(&mut self) {
+        let at0 = |s: &Song, kind: crate::event::Kind| {
+            s.buckets
+                .range((0, 0)..(1, 0))
+                .flat_map(|(_, b)| b)
+                .any(|e| e.body.kind() == kind)
+        };
+        if !at0(self, crate::event::Kind::Tempo) {
+            self.insert(Event {
+                track: 0,
+                channel: crate::event::TEMPO_CHANNEL,
+                tick: 0,
+                body: Body::Tempo {
+                    micros_per_quarter: 500_000,
+                },
+            });
+        }
+        if !at0(self, crate::event::Kind::TimeSig) {
+            self.insert(Event {
+                track: 0,
+                channel: crate::event::TIME_SIG_CHANNEL,
+                tick: 0,
+                body: Body::TimeSig {
+                    num: 4,
+                    denom_midi: 2,
+                    midi_clocks: 24,
+                    num32_in4: 8,
+                },
+            });
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

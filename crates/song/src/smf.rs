@@ -171,6 +171,7 @@ pub fn load(bytes: &[u8]) -> Result<Song, SmfError> {
         }
     }
     song.end_tick = song.end_tick.max(end);
+    song.add_midieditor_defaults();
     Ok(song)
 }
 

@@ -137,3 +137,42 @@ fn midieditor_joiners_share_the_hosts_song_through_the_hub() {
     assert!(j1.has_note(1, 48, 100) && j1.has_note(1, 96, 72));
     again.stop();
 }
+
+/// Bad song input is a clear error at start, and nothing is saved.
+#[test]
+fn a_bad_song_or_nothing_to_continue_is_a_clear_error() {
+    let work = TempDir::new("hubbad");
+    let state = work.0.join("state");
+    let garbage = work.0.join("garbage.mid");
+    std::fs::write(&garbage, b"not midi at all").unwrap();
+    let missing = work.0.join("missing.mid");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--song", garbage.to_str().unwrap()],
+            "not a Standard MIDI File",
+        ),
+        (&["--song", missing.to_str().unwrap()], "missing.mid"),
+        (&["--continue"], "no saved song to continue"),
+    ];
+    for (args, says) in cases {
+        let o = std::process::Command::new(midieditor::BIN)
+            .args([
+                "host",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-advertise",
+            ])
+            .arg("--state-dir")
+            .arg(&state)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert_eq!(Store::open(state.join("song")).unwrap().count().unwrap(), 0);
+    }
+}

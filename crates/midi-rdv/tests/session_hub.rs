@@ -131,8 +131,12 @@ fn midieditor_joiners_share_the_hosts_song_through_the_hub() {
     plain.stop();
     let again = HubHost::start(&ns, &state, port, &["--continue"]);
     let code = again.code();
-    // j1's session ended with the host; it joins the continued one.
-    j1.run(&["leave"]).ok();
+    // j1's session ended with the host (its link closed); it joins the
+    // continued one.
+    test_support::wait::wait_for("j1 left the ended session", Duration::from_secs(10), || {
+        std::fs::read_to_string(j1.dir.join("midieditor.log"))
+            .is_ok_and(|l| l.contains("role=idle"))
+    });
     j1.join(&code);
     assert!(j1.has_note(1, 48, 100) && j1.has_note(1, 96, 72));
     again.stop();

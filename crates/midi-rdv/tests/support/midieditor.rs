@@ -193,9 +193,18 @@ impl<'a> Editor<'a> {
     }
 
     /// Joins over WAN Live, answering the song prompt with Yes.
+    /// The GUI is driven by clicks on a loaded 2-core machine; a join whose
+    /// menu step misses is tried once more (the script already retries its
+    /// menu clicks three times).
     pub fn join(&self, code: &str) -> String {
-        self.run(&["join", "wan", code, "--timeout", "40"])
-            .unwrap_or_else(|e| panic!("join: {e}"))
+        match self.run(&["join", "wan", code, "--timeout", "40"]) {
+            Ok(out) => out,
+            Err(first) => {
+                eprintln!("join failed once, trying again: {first}");
+                self.run(&["join", "wan", code, "--timeout", "40"])
+                    .unwrap_or_else(|e| panic!("join: {first}\nthen: {e}"))
+            }
+        }
     }
 
     pub fn tool(&self, name: &str, args: Value) -> Value {

@@ -103,6 +103,8 @@ pub fn hosted_config(
             output: settings.midi_output.clone(),
         }),
         retry_every: Some(RETRY_EVERY),
+        song: None,
+        machine_id: String::new(),
     };
     (cfg, (!warnings.is_empty()).then(|| warnings.join(" ")))
 }

@@ -117,6 +117,12 @@ pub struct HostedConfig {
     /// A failed start is tried again this often (the app); `None`: a failed
     /// start is final (`midi-rdv host` exits with the reason).
     pub retry_every: Option<Duration>,
+    /// The shared song MidiEditor joiners receive and edit (`None`: a jam
+    /// without one). Shared by reference: a restarted host keeps it.
+    pub song: Option<jam::hub::SongShare>,
+    /// The host's `machineId` (MidiEditor's presenter id); kept across
+    /// restarts by the front end. Empty: a new one per start.
+    pub machine_id: String,
 }
 
 impl Default for HostedConfig {
@@ -141,6 +147,8 @@ impl Default for HostedConfig {
             midieditor_lan: true,
             midi: None,
             retry_every: Some(Duration::from_secs(5)),
+            song: None,
+            machine_id: String::new(),
         }
     }
 }

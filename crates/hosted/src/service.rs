@@ -507,7 +507,7 @@ impl Supervisor {
         };
         let cfg = HostConfig {
             display_name: self.cfg.name.clone(),
-            machine_id: String::new(),
+            machine_id: self.cfg.machine_id.clone(),
             session_id: {
                 self.lan_live.session_id = format!("jam-{}", jam::host::new_machine_id());
                 self.lan_live.session_id.clone()
@@ -517,7 +517,7 @@ impl Supervisor {
             target,
             share_urls: urls.clone(),
         };
-        match Host::start(cfg).await {
+        match Host::start_with_song(cfg, self.cfg.song.clone()).await {
             Ok((host, events)) => {
                 self.host = Some(host);
                 self.host_events = Some(events);
@@ -770,7 +770,7 @@ impl Supervisor {
                     let _ = a.set_peers(connected, self.cfg.peer_limit());
                 }
             }
-            HostEvent::Chat { .. } => {}
+            HostEvent::Chat { .. } | HostEvent::Song(_) => {}
             HostEvent::Error { message } => {
                 self.push_notice(Level::Warning, message);
             }

@@ -19,6 +19,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use types::Millis;
 
+use crate::hub::{HubNote, Sender, SongShare, SongView};
 use crate::protocol::{Action, ClientKind, Jam, JamConfig, LeaveReason, PeerEvent, PeerId};
 use crate::registry::{Registry, RegistryEvent};
 use crate::rtc::{self, LinkEvent, LinkState, RtcConfig};
@@ -34,6 +35,7 @@ mod link;
 mod live;
 pub mod tcp;
 use link::Link;
+pub mod stream;
 pub use live::{
     MidiEvent, MidiStats, PeerMidi, SendMidiError, MIDI_EVENTS, MIDI_QUEUE, RELAY_BUCKETS_US,
     RELAY_SLOW_NS,
@@ -113,6 +115,8 @@ pub enum HostEvent {
     Chat { display_name: String, text: String },
     /// Something went wrong that the user may want to know; hosting goes on.
     Error { message: String },
+    /// The shared song changed (an edit was applied and saved).
+    Song(SongView),
     /// The host stopped.
     Stopped,
 }
@@ -145,6 +149,7 @@ impl HostEvent {
                 json!({"event": "chat", "displayName": display_name, "text": text})
             }
             HostEvent::Error { message } => json!({"event": "error", "message": message}),
+            HostEvent::Song(v) => json!({"event": "song", "song": v}),
             HostEvent::Stopped => json!({"event": "stopped"}),
         }
     }
@@ -205,7 +210,17 @@ impl Host {
     /// answers joiners until [`Host::stop`]. Returns the host and a receiver
     /// whose first event is `Hosting` with the code.
     pub async fn start(
+        cfg: HostConfig,
+    ) -> Result<(Host, broadcast::Receiver<HostEvent>), SignalError> {
+        Host::start_with_song(cfg, None).await
+    }
+
+    /// [`Host::start`] as a session hub: every MidiEditor joiner receives
+    /// `song` after its welcome, and edits are applied to it and relayed
+    /// (see [`crate::hub`]).
+    pub async fn start_with_song(
         mut cfg: HostConfig,
+        song: Option<SongShare>,
     ) -> Result<(Host, broadcast::Receiver<HostEvent>), SignalError> {
         if cfg.machine_id.is_empty() {
             cfg.machine_id = new_machine_id();
@@ -253,6 +268,7 @@ impl Host {
             cmd: cmd_tx.clone(),
             origin: Instant::now(),
             live: live::Live::new(midi.clone()),
+            hub: song,
         };
         let task = tokio::spawn(engine.run(cmd_rx, signalling));
         Ok((
@@ -541,6 +557,8 @@ struct LinkSlot {
     midi_out: Option<mpsc::Sender<Bytes>>,
     /// When our answer for it was posted (see [`CONNECT_TIMEOUT`]).
     answered_at: Instant,
+    /// Frames longer than one message, being reassembled.
+    inbound: stream::Inbound,
 }
 
 struct Engine {
@@ -558,6 +576,8 @@ struct Engine {
     cmd: mpsc::Sender<Cmd>,
     origin: Instant,
     live: live::Live,
+    /// The shared song, when hosting one.
+    hub: Option<SongShare>,
 }
 
 impl Engine {
@@ -643,9 +663,18 @@ impl Engine {
                 let (out, mut queue) = mpsc::channel::<Bytes>(PEER_QUEUE);
                 let writer = link.clone();
                 tokio::spawn(async move {
-                    while let Some(frame) = queue.recv().await {
-                        if writer.send(MIDIEDITOR_CHANNEL, frame).await.is_err() {
-                            break;
+                    // The one writer of this peer: the pieces of a frame
+                    // larger than a message follow each other unmixed.
+                    let mut max = None;
+                    'frames: while let Some(frame) = queue.recv().await {
+                        if frame.len() > rtc::MAX_MESSAGE_SIZE.min(64 * 1024) && max.is_none() {
+                            max = writer.max_message_size().await;
+                        }
+                        let limit = max.unwrap_or(64 * 1024).max(1024);
+                        for piece in stream::pieces(frame, limit) {
+                            if writer.send(MIDIEDITOR_CHANNEL, piece).await.is_err() {
+                                break 'frames;
+                            }
                         }
                     }
                 });
@@ -657,6 +686,7 @@ impl Engine {
                         channel_open: false,
                         midi_out: None,
                         answered_at: Instant::now(),
+                        inbound: stream::Inbound::new(self.jam.config().max_frame),
                     },
                 );
             }
@@ -707,8 +737,17 @@ impl Engine {
                 self.perform(actions);
             }
             LinkEvent::Message { label, data, .. } if label == MIDIEDITOR_CHANNEL => {
-                let actions = self.jam.frame_received(now, peer, &data);
-                self.perform(actions);
+                let pieces = match self.links.get_mut(&peer) {
+                    Some(slot) => slot.inbound.push(&data),
+                    None => return,
+                };
+                for piece in pieces {
+                    let actions = match piece {
+                        stream::Piece::Message(m) => self.jam.frame_received(now, peer, &m),
+                        stream::Piece::Payload(p) => self.jam.payload_received(now, peer, &p),
+                    };
+                    self.perform(actions);
+                }
             }
             LinkEvent::ChannelClosed { label } if label == MIDIEDITOR_CHANNEL => {
                 self.drop_link(peer, LeaveReason::Closed);
@@ -844,7 +883,59 @@ impl Engine {
                     if let PeerEvent::Joined { peer, .. } = &ev {
                         self.midi_maybe_route(*peer);
                     }
+                    self.song_event(&ev);
                 }
+            }
+        }
+    }
+
+    /// What the shared song makes of a protocol event: the file for a
+    /// newcomer, edits applied and relayed (see [`crate::hub`]).
+    fn song_event(&mut self, ev: &PeerEvent) {
+        let Some(hub) = self.hub.clone() else {
+            return;
+        };
+        let (actions, notes) = match ev {
+            PeerEvent::Joined { peer, .. } => (hub.lock().joined(*peer), Vec::new()),
+            PeerEvent::Left { machine_id, .. } => {
+                hub.lock().peer_left(machine_id.as_deref());
+                return;
+            }
+            PeerEvent::Other { peer, kind, body } => {
+                let Some(info) = self.jam.peer(*peer) else {
+                    return;
+                };
+                let Some(hello) = info.hello.as_ref() else {
+                    return;
+                };
+                let mut h = hub.lock();
+                let presenter_peer = h.presenter().and_then(|m| {
+                    self.jam
+                        .peers()
+                        .find(|p| p.machine_id() == Some(m))
+                        .map(|p| p.id)
+                });
+                let others: Vec<PeerId> = self
+                    .jam
+                    .peers()
+                    .filter(|p| p.is_welcomed() && p.id != *peer)
+                    .map(|p| p.id)
+                    .collect();
+                let from = Sender {
+                    id: *peer,
+                    machine_id: &hello.machine_id,
+                    display_name: &hello.display_name,
+                    presenter_peer,
+                };
+                h.frame(from, kind, body, &others, self.jam.config())
+            }
+            _ => return,
+        };
+        self.perform(actions);
+        for n in notes {
+            match n {
+                HubNote::Changed(v) => self.emit(HostEvent::Song(v)),
+                HubNote::Problem(message) => self.emit(HostEvent::Error { message }),
             }
         }
     }

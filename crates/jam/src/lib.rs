@@ -10,6 +10,7 @@
 //! - [`signal`]: reaching the rendezvous as a host, in process (through
 //!   [`types::InProcessRendezvous`]) or over HTTP.
 //! - [`host`]: ties them together into a running host.
+//! - [`hub`]: the shared song a host holds for MidiEditor joiners.
 //! - [`offer`]: the joiner's side of WebRTC (the connection test's offerer).
 //! - [`joiner`]: the app as a joiner: join a jam hosted by MidiEditor or by
 //!   this app, keep the session and the peer list.
@@ -20,6 +21,7 @@
 pub mod check;
 pub mod framing;
 pub mod host;
+pub mod hub;
 pub mod joiner;
 pub mod net;
 pub mod offer;

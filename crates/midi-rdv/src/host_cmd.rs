@@ -65,6 +65,20 @@ pub struct HostArgs {
     /// datagram goes out once a second wherever the mDNS advert does.
     #[arg(long, env = "MIDI_RDV_NO_MIDIEDITOR_LAN")]
     pub no_midieditor_lan: bool,
+    /// Share this Standard MIDI File with MidiEditor joiners: each gets it on
+    /// joining, and their edits are applied, relayed and saved.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["new_song", "continue_song"])]
+    pub song: Option<std::path::PathBuf>,
+    /// Share a new empty song (2 tracks, 192 ticks per quarter).
+    #[arg(long, conflicts_with = "continue_song")]
+    pub new_song: bool,
+    /// Continue the song saved by the last session (see --state-dir).
+    #[arg(long = "continue")]
+    pub continue_song: bool,
+    /// Where the host keeps its machine id and the saved song versions.
+    /// Default: $XDG_STATE_HOME/midi-jam (or ~/.local/state/midi-jam).
+    #[arg(long, env = "MIDI_RDV_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
     /// Write one JSON object per line for each event instead of text.
     #[arg(long)]
     pub json: bool,
@@ -148,6 +162,14 @@ fn print(json: bool, e: &HostEvent) {
                 format!("{}: {}", terminal_safe(display_name), terminal_safe(text))
             }
             HostEvent::Error { message } => format!("error: {}", terminal_safe(message)),
+            HostEvent::Song(v) => format!(
+                "song: {} — {} tracks, {} events, {:.1} s, last edit by {}",
+                terminal_safe(&v.name),
+                v.tracks,
+                v.events,
+                v.seconds,
+                terminal_safe(v.last_editor.as_deref().unwrap_or("nobody"))
+            ),
             HostEvent::Stopped => "Stopped.".to_owned(),
         }
     };
@@ -182,7 +204,21 @@ fn config(args: &HostArgs) -> Result<HostedConfig, String> {
         midieditor_lan: !args.no_midieditor_lan,
         midi: None,
         retry_every: None,
+        song: None,
+        machine_id: String::new(),
     })
+}
+
+/// `--state-dir`, or the XDG state directory.
+fn state_dir(args: &HostArgs) -> std::path::PathBuf {
+    if let Some(d) = &args.state_dir {
+        return d.clone();
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("midi-jam")
 }
 
 /// Prints one event of the hosted jam. The service's own messages (the LAN
@@ -231,8 +267,39 @@ async fn started(hosted: &Hosted) -> Result<(), String> {
 
 pub async fn run(args: HostArgs) -> Result<(), String> {
     crate::init_logging_with(&args.log_level, args.log_format)?;
-    let cfg = config(&args)?;
+    let mut cfg = config(&args)?;
     let json = args.json;
+    let state = jam::hub::StateDir::open(state_dir(&args))?;
+    cfg.machine_id = state.machine_id()?;
+    cfg.song = if let Some(file) = &args.song {
+        Some(state.from_file(file)?)
+    } else if args.new_song {
+        Some(state.new_song("jam.mid")?)
+    } else if args.continue_song {
+        Some(state.resume()?)
+    } else {
+        if let Some(o) = state.offer() {
+            // The next start offers the saved song; sharing it takes
+            // --continue, so a plain start never replays an old session.
+            let line = if json {
+                serde_json::json!({"event": "songOffer", "offer": o}).to_string()
+            } else {
+                format!(
+                    "A saved song can be continued: {} ({} tracks, {} events, last edit by {}). \
+                     Start with --continue to share it.",
+                    o.name,
+                    o.tracks,
+                    o.events,
+                    o.last_editor.as_deref().unwrap_or("nobody")
+                )
+            };
+            println!("{line}");
+        }
+        None
+    };
+    if let Some(s) = &cfg.song {
+        print(json, &HostEvent::Song(s.view()));
+    }
     let (hosted, mut events) = Hosted::start(cfg);
     if let Err(why) = started(&hosted).await {
         hosted.stop().await;

@@ -51,4 +51,14 @@ impl Link {
             Link::Tcp(l) => l.stats(),
         }
     }
+
+    /// The largest message the link carries in one piece: the SCTP limit the
+    /// WebRTC peer negotiated, or none for TCP (a byte stream, so a frame of
+    /// any size goes in one write).
+    pub(crate) async fn max_message_size(&self) -> Option<usize> {
+        match self {
+            Link::Rtc(l) => l.max_message_size().await,
+            Link::Tcp(_) => Some(usize::MAX),
+        }
+    }
 }

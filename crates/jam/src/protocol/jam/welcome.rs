@@ -35,12 +35,21 @@ impl Jam {
             let max = self.cfg.max_peers;
             return self.reject(i, LeaveReason::Full { max }, out);
         }
-        let welcome = json!({
+        let mut welcome = json!({
             "type": "sessionWelcome",
             "mode": self.cfg.mode.as_str(),
             "presenterMachineId": self.cfg.host_machine_id,
-            "appVersion": self.cfg.app_version,
         });
+        // MidiEditor compares `appVersion` with its own release string and
+        // warns "Host is on vX" on any difference; our version numbers are
+        // not MidiEditor's. We speak the protocol of the version the joiner
+        // says it runs, so we answer with that version; a joiner that sent
+        // none (our own, a browser) gets ours. Without the field MidiEditor
+        // would log the host as "<unknown>".
+        welcome["appVersion"] = json!(hello
+            .app_version
+            .clone()
+            .unwrap_or_else(|| self.cfg.app_version.clone()));
         out.push(Action::Send {
             peer,
             bytes: framing::encode_json(&welcome),
@@ -82,9 +91,17 @@ mod tests {
                 "type": "sessionWelcome",
                 "mode": "edit",
                 "presenterMachineId": HOST,
-                "appVersion": "0.1.0",
+                "appVersion": "2.0.1",
             })
         );
+        // A joiner that names no version gets ours.
+        let _ = j.channel_opened(t(6), PeerId(2), ClientKind::Unknown);
+        let a2 = j.frame_received(
+            t(6),
+            PeerId(2),
+            &encode_json(&json!({"type": "hello", "machineId": "m2"})),
+        );
+        assert_eq!(body(&sent_to(&a2, 2)[0])["appVersion"], "0.1.0");
         // The Send comes before the Joined event, so an I/O layer that sends
         // other frames on Joined cannot get ahead of the welcome.
         assert!(matches!(a[0], Action::Send { .. }));
@@ -94,7 +111,7 @@ mod tests {
                 if hello.machine_id == "m1" && hello.display_name == "Bob"
                     && hello.app_version.as_deref() == Some("2.0.1") && hello.has_history
         ));
-        assert_eq!(j.welcomed_count(), 1);
+        assert_eq!(j.welcomed_count(), 2);
         assert_eq!(j.peer(PeerId(1)).unwrap().welcomed_at, Some(t(5)));
     }
 

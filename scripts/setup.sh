@@ -119,3 +119,12 @@ if [ "$(cat "$venv/.setup-stamp" 2>/dev/null)" != "$want" ] || [ ! -x "$venv/bin
   "$venv/bin/pip" install -q --disable-pip-version-check --no-input -r "$interop/requirements.txt"
   echo "$want" >"$venv/.setup-stamp"
 fi
+
+# The real MidiEditor AI (../shared/tools/midieditor, used by the tests that
+# join it or have it join us) brings its own list of runtime packages (Qt 6,
+# xdotool, ...); its `deps` subcommand installs what is missing. Where the
+# tool is absent those tests report themselves skipped.
+midieditor="${MIDIEDITOR_TOOL:-$(cd "$(dirname "$0")/.." && pwd)/../shared/tools/midieditor}"
+if [ -x "$midieditor/midieditor" ]; then
+  $SUDO "$midieditor/midieditor" deps >/dev/null
+fi

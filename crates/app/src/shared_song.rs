@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use jam::hub::{SongShare, StateDir};
 
+/// What the host screen shows about the song.
+pub use jam::hub::SongView;
+
 use crate::session::Hub;
 
 /// The name a new empty song is shared as.

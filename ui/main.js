@@ -106,6 +106,7 @@ function renderView(v) {
   /** @type {HTMLButtonElement} */ ($("copy-join-link")).disabled = !v.joinLink;
 
   renderPeers(v);
+  renderSong(v.song);
 
   const fresh = v.notices.filter((/** @type {any} */ n) => n.seq > lastNotice);
   if (fresh.length) {
@@ -449,6 +450,50 @@ $("apply-midieditor").addEventListener("click", async () => {
     say(out, `Written to ${r.path}` + (r.backup ? ` (backup: ${r.backup})` : "") + ". Restart MidiEditor to use it.", "ok");
   } catch (err) {
     say(out, "Not written: " + String(err), "error");
+  }
+});
+
+// ---------- the shared song ----------
+
+/** @param {any} song */
+function renderSong(song) {
+  $("song-name").textContent = song ? song.name : "No shared song";
+  $("song-length").textContent = song ? formatLength(song.seconds) + " (" + song.events + " events)" : "—";
+  $("song-tracks").textContent = song ? String(song.tracks) + (song.trackNames.some((/** @type {string} */ n) => n) ? ": " + song.trackNames.filter((/** @type {string} */ n) => n).join(", ") : "") : "—";
+  $("song-editor").textContent = song ? (song.lastEditor || "nobody yet") : "—";
+  /** @type {HTMLButtonElement} */ ($("song-export")).disabled = !song;
+}
+
+/** @param {number} seconds */
+function formatLength(seconds) {
+  const s = Math.round(seconds);
+  return Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0");
+}
+
+const songPath = () => /** @type {HTMLInputElement} */ ($("song-path")).value.trim();
+
+$("song-open").addEventListener("click", async () => {
+  try {
+    const song = await invoke("open_song", { path: songPath() });
+    renderSong(song);
+    say($("song-result"), "Sharing " + song.name + ". The jam restarted: give joiners the new code.", "ok");
+  } catch (err) {
+    say($("song-result"), "Not opened: " + String(err), "error");
+  }
+});
+$("song-new").addEventListener("click", async () => {
+  try {
+    renderSong(await invoke("new_song"));
+    say($("song-result"), "Sharing a new empty song. The old one stays in the saved versions.", "ok");
+  } catch (err) {
+    say($("song-result"), "No new song: " + String(err), "error");
+  }
+});
+$("song-export").addEventListener("click", async () => {
+  try {
+    say($("song-result"), await invoke("export_song", { path: songPath() }), "ok");
+  } catch (err) {
+    say($("song-result"), "Not exported: " + String(err), "error");
   }
 });
 

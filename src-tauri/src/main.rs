@@ -15,6 +15,7 @@ use app::midi_ports::MidiPorts;
 use app::midieditor::ApplyReport;
 use app::session::JamView;
 use app::settings::{FieldError, IceRow};
+use app::shared_song::SongView;
 use app::{App, AppConfig, CloseAnswer};
 use serde_json::Value;
 use tauri::{AppHandle, Emitter, Manager, State, WebviewUrl, WebviewWindowBuilder, WindowEvent};
@@ -109,6 +110,26 @@ async fn leave_jam(app: State<'_, App>) -> Result<(), ()> {
 }
 
 #[tauri::command]
+fn get_song(app: State<'_, App>) -> Option<SongView> {
+    app.song()
+}
+
+#[tauri::command]
+async fn open_song(app: State<'_, App>, path: String) -> Result<SongView, String> {
+    app.open_song(path).await
+}
+
+#[tauri::command]
+async fn new_song(app: State<'_, App>) -> Result<SongView, String> {
+    app.new_song().await
+}
+
+#[tauri::command]
+async fn export_song(app: State<'_, App>, path: String) -> Result<String, String> {
+    app.export_song(path).await
+}
+
+#[tauri::command]
 fn open_log_folder(app: State<'_, App>) -> (String, bool) {
     app.open_log_folder()
 }
@@ -169,6 +190,10 @@ fn main() {
             browse_lan,
             join_jam,
             leave_jam,
+            get_song,
+            open_song,
+            new_song,
+            export_song,
             open_log_folder,
             code_shown,
             quit,

@@ -586,6 +586,13 @@ fn an_invalid_turn_url_is_refused_and_nothing_is_saved_then_settings_survive_a_r
             "1500"
         ])
     );
+    // The host screen's Song panel shows the shared song the first launch
+    // saved in the app's session folder, continued by this one.
+    assert_eq!(
+        app.js("return document.getElementById('song-name').textContent;"),
+        json!("jam.mid")
+    );
+    assert!(rig.app_config().join("session/machine-id").is_file());
     app.close();
 }
 

@@ -41,6 +41,9 @@ pub struct AppConfig {
     pub midi: Option<Arc<dyn midi::ports::MidiSystem>>,
     /// When the process started, for the start-up figure.
     pub started: Instant,
+    /// The session hub's folder (machine id, saved versions of the shared
+    /// song); `None`: a jam without a shared song.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl AppConfig {
@@ -55,6 +58,7 @@ impl AppConfig {
             midieditor: crate::midieditor::default_settings_location(),
             midi: None,
             started: Instant::now(),
+            state_dir: Some(config_dir.join(crate::shared_song::STATE_FOLDER)),
         }
     }
 }
@@ -255,6 +259,10 @@ struct Inner {
     /// Which join the `join-view` forwarder may speak for: a join that was
     /// replaced says nothing more.
     join_generation: AtomicU64,
+    /// The session hub's folder, when it opened.
+    state: Option<jam::hub::StateDir>,
+    /// The song shared now (the jam's view follows it).
+    song: StdMutex<Option<jam::hub::SongShare>>,
 }
 
 /// Clears a flag when dropped, whichever way the function ends.
@@ -280,7 +288,12 @@ impl App {
             .midi
             .clone()
             .unwrap_or_else(|| Arc::new(midi::midir_ports::MidirSystem::new("MIDI Jam")));
-        let jam = Jam::start_with_midi(settings.clone(), config.options.clone(), midi);
+        let (state, hub, hub_notice) = open_hub(config.state_dir.as_deref());
+        let song = hub.song.clone();
+        let jam = Jam::start_hub(settings.clone(), config.options.clone(), midi, hub);
+        if let Some((level, message)) = hub_notice {
+            jam.hosted().notice(level, message);
+        }
         let jam_view = jam.subscribe();
         let sink: Sink = Arc::new(sink);
         forward(sink.clone(), jam.subscribe(), Event::JamView, None);
@@ -299,6 +312,8 @@ impl App {
                 discovery: Mutex::new(None),
                 joined: Mutex::new(None),
                 join_generation: AtomicU64::new(0),
+                state,
+                song: StdMutex::new(song),
             }),
         }
     }
@@ -423,6 +438,72 @@ impl App {
         if let Some(jam) = self.inner.jam.read().await.as_ref() {
             jam.panic().await;
         }
+    }
+
+    /// The shared song as the host screen shows it (name, length, tracks,
+    /// last editor); `None`: this jam shares none.
+    pub fn song(&self) -> Option<jam::hub::SongView> {
+        self.current_song().map(|s| s.view())
+    }
+
+    fn current_song(&self) -> Option<jam::hub::SongShare> {
+        self.inner
+            .song
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Shares the Standard MIDI File at `path` from now on (saved as a new
+    /// version). The jam restarts with a new code so every joiner receives
+    /// it. A file that is not MIDI is refused and nothing changes.
+    pub async fn open_song(&self, path: String) -> Result<jam::hub::SongView, String> {
+        let path = PathBuf::from(path.trim());
+        if path.as_os_str().is_empty() {
+            return Err("Choose a MIDI file to open.".to_owned());
+        }
+        self.replace_song(move |state| state.from_file(&path)).await
+    }
+
+    /// Shares a new empty song from now on (the old one stays in the saved
+    /// versions); the jam restarts with a new code.
+    pub async fn new_song(&self) -> Result<jam::hub::SongView, String> {
+        self.replace_song(|state| state.new_song(crate::shared_song::NEW_SONG_NAME))
+            .await
+    }
+
+    async fn replace_song(
+        &self,
+        make: impl FnOnce(&jam::hub::StateDir) -> Result<jam::hub::SongShare, String> + Send + 'static,
+    ) -> Result<jam::hub::SongView, String> {
+        let state = self
+            .inner
+            .state
+            .clone()
+            .ok_or_else(|| "This jam has no song folder; see the log.".to_owned())?;
+        let song = tokio::task::spawn_blocking(move || make(&state))
+            .await
+            .map_err(|e| e.to_string())??;
+        let view = song.view();
+        *self.inner.song.lock().unwrap_or_else(|e| e.into_inner()) = Some(song.clone());
+        if let Some(jam) = self.inner.jam.read().await.as_ref() {
+            jam.share_song(song).await;
+        }
+        Ok(view)
+    }
+
+    /// Writes the shared song as a Standard MIDI File to `path`; the answer
+    /// says where and how big.
+    pub async fn export_song(&self, path: String) -> Result<String, String> {
+        let song = self
+            .current_song()
+            .ok_or_else(|| "This jam shares no song.".to_owned())?;
+        let path = PathBuf::from(path.trim());
+        let shown = path.display().to_string();
+        let n = tokio::task::spawn_blocking(move || crate::shared_song::export(&song, &path))
+            .await
+            .map_err(|e| e.to_string())??;
+        Ok(format!("Exported {n} bytes to {shown}."))
     }
 
     /// MidiEditor's STUN/TURN text read into rows.
@@ -687,6 +768,44 @@ impl App {
         let jam = self.inner.jam.write().await.take();
         if let Some(jam) = jam {
             jam.stop().await;
+        }
+    }
+}
+
+/// The session hub in `dir`: its folder, the song to share and what to
+/// tell the user. A folder that cannot be used means a jam without a song,
+/// said in a notice, never no jam.
+fn open_hub(
+    dir: Option<&std::path::Path>,
+) -> (
+    Option<jam::hub::StateDir>,
+    crate::session::Hub,
+    Option<(crate::session::Level, String)>,
+) {
+    use crate::session::Level;
+    let Some(dir) = dir else {
+        return (None, crate::session::Hub::default(), None);
+    };
+    let opened = jam::hub::StateDir::open(dir)
+        .and_then(|state| crate::shared_song::start(&state).map(|h| (state, h)));
+    match opened {
+        Ok((state, (hub, continued))) => {
+            let notice = continued.then(|| {
+                let name = hub.song.as_ref().map(|s| s.view().name).unwrap_or_default();
+                (Level::Info, format!("Continuing the saved song {name}."))
+            });
+            (Some(state), hub, notice)
+        }
+        Err(e) => {
+            tracing::warn!("session folder {}: {e}", dir.display());
+            (
+                None,
+                crate::session::Hub::default(),
+                Some((
+                    Level::Warning,
+                    format!("No shared song: cannot use {} ({e}).", dir.display()),
+                )),
+            )
         }
     }
 }

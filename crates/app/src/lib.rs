@@ -9,6 +9,8 @@
 //! - [`session`]: the hosted jam: the settings mapped to the [`hosted`]
 //!   service (bundled rendezvous, host, LAN advert, MIDI ports), its view
 //!   for the front end, and what a settings change restarts.
+//! - [`shared_song`]: the session hub's song (continued on start, a file
+//!   opened, a new one, exported) and the stable machine id.
 //! - [`discover`]: the jams on the LAN for the Join view, and typed
 //!   addresses turned into rendezvous URLs.
 //! - [`facade`]: [`App`], the one object a front end drives: it owns the
@@ -26,5 +28,6 @@ pub mod midi_ports;
 pub mod midieditor;
 pub mod session;
 pub mod settings;
+pub mod shared_song;
 
 pub use facade::{App, AppConfig, CloseAnswer, Event};

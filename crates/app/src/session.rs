@@ -122,11 +122,23 @@ pub fn impact(old: &Settings, new: &Settings) -> Impact {
     Impact::between(&a, &b)
 }
 
+/// The session hub's part of the config, which the settings do not hold:
+/// the shared song and the host's stable machine id (both from the app's
+/// state folder, see [`crate::song`]).
+#[derive(Debug, Clone, Default)]
+pub struct Hub {
+    pub song: Option<jam::hub::SongShare>,
+    pub machine_id: String,
+}
+
 /// A handle to the running jam.
 pub struct Jam {
     hosted: Hosted,
     options: JamOptions,
     midi_system: Arc<dyn midi::ports::MidiSystem>,
+    /// What the last config was built from, so a new song restarts the
+    /// jam with the same settings and a settings save keeps the song.
+    last: std::sync::Mutex<(Settings, Hub)>,
 }
 
 impl Jam {
@@ -148,7 +160,19 @@ impl Jam {
         options: JamOptions,
         midi_system: Arc<dyn midi::ports::MidiSystem>,
     ) -> Jam {
-        let (cfg, warning) = hosted_config(&settings, &options, midi_system.clone());
+        Jam::start_hub(settings, options, midi_system, Hub::default())
+    }
+
+    /// Like [`Jam::start_with_midi`], as a session hub sharing `hub`'s song.
+    pub fn start_hub(
+        settings: Settings,
+        options: JamOptions,
+        midi_system: Arc<dyn midi::ports::MidiSystem>,
+        hub: Hub,
+    ) -> Jam {
+        let (mut cfg, warning) = hosted_config(&settings, &options, midi_system.clone());
+        cfg.song = hub.song.clone();
+        cfg.machine_id = hub.machine_id.clone();
         // The window reads the view; nobody here follows the event stream.
         let (hosted, _) = Hosted::start(cfg);
         if let Some(message) = warning {
@@ -158,7 +182,23 @@ impl Jam {
             hosted,
             options,
             midi_system,
+            last: std::sync::Mutex::new((settings, hub)),
         }
+    }
+
+    fn last(&self) -> std::sync::MutexGuard<'_, (Settings, Hub)> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Shares `song` from now on: the host restarts (a new code, everyone
+    /// joins again and receives it).
+    pub async fn share_song(&self, song: jam::hub::SongShare) -> Impact {
+        let settings = {
+            let mut last = self.last();
+            last.1.song = Some(song);
+            last.0.clone()
+        };
+        self.apply(settings).await
     }
 
     /// A receiver of every new view.
@@ -211,7 +251,13 @@ impl Jam {
     /// peer limit, STUN/TURN list and gathering cap apply live. Returns when
     /// the change is made (a new code may still be on its way).
     pub async fn apply(&self, settings: Settings) -> Impact {
-        let (cfg, warning) = hosted_config(&settings, &self.options, self.midi_system.clone());
+        let (mut cfg, warning) = hosted_config(&settings, &self.options, self.midi_system.clone());
+        {
+            let mut last = self.last();
+            last.0 = settings;
+            cfg.song = last.1.song.clone();
+            cfg.machine_id = last.1.machine_id.clone();
+        }
         if let Some(message) = warning {
             self.hosted.notice(Level::Warning, message);
         }

@@ -65,6 +65,7 @@ fn start(name: &str, settings: Settings) -> Running {
         midieditor: None,
         midi: Some(Arc::new(midi)),
         started: Instant::now(),
+        state_dir: Some(dir.0.join("session")),
     };
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();

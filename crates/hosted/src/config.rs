@@ -207,8 +207,8 @@ pub struct Impact {
     /// another URL, bundled to remote or back): a new code and address,
     /// everyone is dropped.
     pub rendezvous: bool,
-    /// The jam host restarts on the same rendezvous (a new name): a new
-    /// code, everyone is dropped.
+    /// The jam host restarts on the same rendezvous (a new name or shared
+    /// song): a new code, everyone is dropped.
     pub host: bool,
     /// Applied while the jam runs (peer limit, STUN/TURN servers, gathering
     /// cap, ICE addresses): the code stays, nobody is dropped; the next
@@ -225,7 +225,10 @@ impl Impact {
     /// What moving from `old` to `new` restarts.
     pub fn between(old: &HostedConfig, new: &HostedConfig) -> Impact {
         let rendezvous = !old.rendezvous.same_place(&new.rendezvous);
-        let host = !rendezvous && old.name != new.name;
+        // Another shared song restarts the host: every joiner then receives
+        // it as its `filetransfer`, and no edit made to the old one can land
+        // in the new one.
+        let host = !rendezvous && (old.name != new.name || old.song != new.song);
         let live = old.peer_limit() != new.peer_limit() || old.rtc() != new.rtc();
         let drops = rendezvous || host;
         let advert = (drops && (old.advertised() || new.advertised()))

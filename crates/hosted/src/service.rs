@@ -86,6 +86,7 @@ impl Hosted {
         let (view_tx, view_rx) = watch::channel(HostedView {
             max_peers: cfg.peer_limit(),
             bundled: cfg.rendezvous.is_bundled(),
+            song: cfg.song.as_ref().map(|s| s.view()),
             ..HostedView::default()
         });
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
@@ -522,10 +523,12 @@ impl Supervisor {
                 self.host = Some(host);
                 self.host_events = Some(events);
                 let port = self.server.as_ref().map(|s| s.addr.port());
+                let song = self.cfg.song.as_ref().map(|s| s.view());
                 self.view.send_modify(|v| {
                     v.urls = urls;
                     v.port = port;
                     v.peers.clear();
+                    v.song = song;
                 });
                 if self.ports_to.is_none() {
                     self.start_local_midi().await;
@@ -770,7 +773,8 @@ impl Supervisor {
                     let _ = a.set_peers(connected, self.cfg.peer_limit());
                 }
             }
-            HostEvent::Chat { .. } | HostEvent::Song(_) => {}
+            HostEvent::Song(song) => self.view.send_modify(|v| v.song = Some(song)),
+            HostEvent::Chat { .. } => {}
             HostEvent::Error { message } => {
                 self.push_notice(Level::Warning, message);
             }

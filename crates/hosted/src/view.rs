@@ -78,6 +78,9 @@ pub struct HostedView {
     /// that played and still hold notes being released): activity light,
     /// notes sounding, muted here, channel open.
     pub midi: Vec<PeerMidiView>,
+    /// The shared song MidiEditor joiners receive and edit (name, length,
+    /// tracks, last editor); `None`: a jam without one.
+    pub song: Option<jam::hub::SongView>,
 }
 
 /// One peer's live-MIDI light for the peer list.

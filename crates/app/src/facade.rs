@@ -558,7 +558,11 @@ impl App {
         if let Some(old) = joined.take() {
             self.leave_joined(old).await;
         }
-        let (joiner, _events) = jam::joiner::Joiner::start(cfg);
+        // A MidiEditor LAN Live host is joined over plain TCP.
+        let (joiner, _events) = match jam_found.as_ref().and_then(|j| j.lan.clone()) {
+            Some(target) => jam::joiner::Joiner::start_lan(cfg, target),
+            None => jam::joiner::Joiner::start(cfg),
+        };
         let generation = self.inner.join_generation.fetch_add(1, Ordering::SeqCst) + 1;
         let inner = Arc::downgrade(&self.inner);
         forward(

@@ -86,6 +86,9 @@ pub fn options_from_env(var: impl Fn(&str) -> Option<String>) -> JamOptions {
 
 /// Something for the window, sent as it happens. Serialised as its payload
 /// alone; the adapter sends it under [`Event::name`].
+// Whole views by value: one event per view change, moved straight to the
+// sink, so boxing the larger view would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Event {

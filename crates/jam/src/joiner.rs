@@ -509,6 +509,35 @@ mod tests {
     }
 
     #[test]
+    fn a_filetransfer_frame_gives_the_song_name_and_decoded_size() {
+        let body = serde_json::json!({"type": "filetransfer", "filename": "jam.mid",
+            "bytesB64": "TVRoZAAAAAYAAQ=="});
+        let song = JoinSong::from_frame(&body).unwrap();
+        assert_eq!(song.filename, "jam.mid");
+        assert_eq!(song.bytes, 10);
+        assert_eq!(
+            JoinSong::from_frame(&serde_json::json!({"filename": "a", "bytesB64": "QUJD"}))
+                .unwrap()
+                .bytes,
+            3
+        );
+        // Missing or mistyped fields: no song, no panic.
+        for bad in [
+            serde_json::json!({"type": "filetransfer"}),
+            serde_json::json!({"filename": 7, "bytesB64": ""}),
+            serde_json::json!({"filename": "x", "bytesB64": null}),
+            serde_json::json!([]),
+        ] {
+            assert_eq!(JoinSong::from_frame(&bad), None, "{bad}");
+        }
+        let long = "n".repeat(1000);
+        let s =
+            JoinSong::from_frame(&serde_json::json!({"filename": long, "bytesB64": "="})).unwrap();
+        assert_eq!(s.filename.len(), 256);
+        assert_eq!(s.bytes, 0);
+    }
+
+    #[test]
     fn views_and_events_serialise_in_camel_case() {
         let v = JoinView {
             phase: JoinPhase::Connected,

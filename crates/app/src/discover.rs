@@ -163,12 +163,24 @@ pub fn found_jam(info: &JamInfo) -> Option<FoundJam> {
 }
 
 /// The listed jams for a browser's current set and the MidiEditor LAN Live
-/// hosts heard, sorted by name.
+/// hosts heard, sorted by name. Our own hosts send MidiEditor's datagram
+/// too: a datagram from an address and name an mDNS jam already has is that
+/// jam, listed once (as the mDNS one, which also shows its players).
 pub fn list(infos: &[JamInfo], lan_hosts: &[lan::midieditor_lan::HeardHost]) -> Vec<FoundJam> {
+    let ours = |h: &&lan::midieditor_lan::HeardHost| {
+        infos
+            .iter()
+            .any(|i| i.name == h.announcement.display_name && i.addresses.contains(&h.addr.ip()))
+    };
     let mut jams: Vec<FoundJam> = infos
         .iter()
         .filter_map(found_jam)
-        .chain(lan_hosts.iter().filter_map(found_lan_host))
+        .chain(
+            lan_hosts
+                .iter()
+                .filter(|h| !ours(h))
+                .filter_map(found_lan_host),
+        )
         .collect();
     jams.sort_by(|a, b| {
         a.name
@@ -378,6 +390,14 @@ mod tests {
         assert_eq!(t.addr, heard.addr);
         assert_eq!(t.session_id, "s-1");
         assert_eq!(t.code, "L7QX");
+        // Our own jam's datagram (same name and address as its mDNS advert)
+        // is not listed twice.
+        let mut twin = heard.clone();
+        twin.announcement.display_name = "Ada".into();
+        twin.addr = "10.0.0.2:40999".parse().unwrap();
+        let jams = list(&[info("Ada", &["10.0.0.2"], None, (0, 8))], &[twin]);
+        assert_eq!(jams.len(), 1);
+        assert_eq!(jams[0].kind, JamKind::MidiRdv);
     }
 
     #[test]

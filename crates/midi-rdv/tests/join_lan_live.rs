@@ -2,7 +2,9 @@
 //! `midi-rdv join --lan-code CODE --browse-on vB` hears MidiEditor's
 //! `MIDIEDIT-PR-LAN` datagram, connects over plain TCP, says `hello`, gets
 //! `sessionWelcome`, appears in MidiEditor's session (its log), and records
-//! the song MidiEditor ships (`filetransfer`) when it ships one.
+//! the song MidiEditor ships (`filetransfer`) when it ships one; then the
+//! app's way: `app::discover::Discovery` lists the host (kind "MidiEditor
+//! LAN Live", its code) and `Joiner::join_lan` joins it, song in the view.
 //!
 //! Two namespaces joined by a veth pair (MidiEditor hosts in A, we join from
 //! B), so the multicast never leaves the test's namespaces. Needs root and
@@ -10,11 +12,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use app::discover::{Discovery, JamKind};
+use jam::joiner::{JoinPhase, Joiner};
 use serde_json::Value;
 use test_support::netns::IF_B;
-use test_support::VethPair;
+use test_support::{wait_until, VethPair};
 
 #[path = "support/cli.rs"]
 mod cli;
@@ -185,6 +189,76 @@ fn our_joiner_finds_a_midieditor_lan_host_by_its_datagram_and_joins_over_tcp() {
     let done = lines.last().expect("a done line");
     assert_eq!(done["event"], "done", "{}", dump());
     assert_eq!(done["ok"], true, "{}", dump());
+
+    // The app's way: its Join view's discovery lists the MidiEditor host
+    // (kind, label, code from the datagram) and a click joins it over TCP.
+    let want = code.clone();
+    let (jam, view) = pair
+        .b
+        .spawn(move || {
+            let d = Discovery::start(lan::InterfaceChoice::Named(vec![IF_B.into()]))
+                .expect("discovery in B");
+            let t = Instant::now();
+            let mut jam = None;
+            while jam.is_none() && t.elapsed() < Duration::from_secs(15) {
+                jam = d.jams().into_iter().find(|j| {
+                    j.kind == JamKind::MidiEditorLan && j.code.as_deref() == Some(want.as_str())
+                });
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            d.stop();
+            let jam = jam.expect("the MidiEditor host in the Join view's list");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let view = rt.block_on(async {
+                let target = jam.lan.clone().expect("a LAN target");
+                let (j, _) = Joiner::join_lan(jam.join_config(None, "AppJoe"), target)
+                    .await
+                    .expect("the app joins the MidiEditor host");
+                let mut w = j.watch();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), w.wait_for(|v| v.song.is_some()))
+                        .await;
+                let v = j.view();
+                j.leave().await;
+                v
+            });
+            (jam, view)
+        })
+        .join()
+        .expect("the app's side");
+    assert_eq!(jam.kind_label, "MidiEditor LAN Live");
+    assert_eq!(jam.name, "MeHost");
+    assert!(jam.open);
+    // The view as it was just before leaving.
+    assert_eq!(view.phase, JoinPhase::Connected, "{view:?}");
+    assert!(
+        view.rendezvous_url
+            .starts_with(&format!("tcp://{}:", pair.ip_a)),
+        "{view:?}"
+    );
+    let song = view
+        .song
+        .as_ref()
+        .expect("MidiEditor shares its file on join");
+    assert_eq!(song.filename, "host-default.mid");
+    assert!(song.bytes > 0);
+    assert!(view.join_ms.is_some(), "{view:?}");
+    assert_eq!(view.host_name.as_deref(), Some("MeHost"));
+    println!(
+        "app discovery + TCP join: welcomed in {:?} ms, song {:?}",
+        view.join_ms, view.song
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(100), || me
+            .log()
+            .contains("AppJoe")),
+        "MidiEditor never named the app's joiner: {}",
+        me.log()
+    );
     // Stop MidiEditor (it needs its dir) before the dir goes.
     drop(me);
     let _ = std::fs::remove_dir_all(&tmp);

@@ -608,9 +608,15 @@ function renderLan(v) {
     const tr = document.createElement("tr");
     tr.dataset.jamId = j.id;
     // Our own advert comes back to us; show it as such, not as a jam to join.
-    const ours = !!view && view.urls.includes(j.url);
+    // MidiEditor LAN Live hosts (heard by their datagram) are joined over
+    // TCP; our own jam announces itself that way too (same code).
+    const meLan = j.kind === "midiEditorLan";
+    const ours = !!view && (meLan ? view.code === j.code : view.urls.includes(j.url));
     const access = ours ? "This app" : j.full ? "Full" : (j.open ? "Open" : "Code needed");
-    for (const text of [j.name, j.url, `${j.peers} of ${j.maxPeers}`, access]) {
+    const cells = meLan
+      ? [`${j.name} (${j.kindLabel})`, "tcp://" + j.url.replace(/^http:\/\//, ""), "—", access]
+      : [j.name, j.url, `${j.peers} of ${j.maxPeers}`, access];
+    for (const text of cells) {
       const td = document.createElement("td");
       td.textContent = text;
       tr.append(td);
@@ -657,7 +663,8 @@ $("join-panic").addEventListener("click", () => invoke("panic_notes"));
 function renderJoin(v) {
   $("joined").hidden = false;
   const host = v.hostName ? `“${v.hostName}”` : "the jam";
-  if (v.phase === "connected") say($("join-status"), `Connected to ${host}` + (v.joinMs != null ? ` in ${Math.round(v.joinMs)} ms.` : "."), "ok");
+  const song = v.song ? ` The host shared ${v.song.filename} (${v.song.bytes} bytes).` : "";
+  if (v.phase === "connected") say($("join-status"), `Connected to ${host}` + (v.joinMs != null ? ` in ${Math.round(v.joinMs)} ms.` : ".") + song, "ok");
   else if (v.phase === "failed") say($("join-status"), v.errorMessage || "Could not join.", "error");
   else if (v.phase === "left") say($("join-status"), "Left " + host + (v.leftReason ? ": " + v.leftReason : "."), "info");
   else say($("join-status"), "Joining… (" + v.step + ")", "info");

@@ -27,8 +27,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use jam::joiner::JoinConfig;
 pub use jam::joiner::{parse_address, AddressError};
+use jam::joiner::{JoinConfig, LanTarget};
 use lan::{BrowseConfig, Browser, InterfaceChoice, JamInfo};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -59,6 +59,52 @@ pub struct FoundJam {
     pub code: Option<String>,
     /// Speaks the protocol we speak (`v=3`, `proto=joiner-initiated-multi-peer`).
     pub compatible: bool,
+    /// `midiRdv` (a jam advertised over mDNS: this app or `midi-rdv`) or
+    /// `midiEditorLan` (a MidiEditor "LAN Live" host heard by its
+    /// `MIDIEDIT-PR-LAN` datagram; joined over plain TCP).
+    pub kind: JamKind,
+    /// What the list shows for the kind ("MidiEditor LAN Live").
+    pub kind_label: String,
+    /// For a MidiEditor LAN Live host: where and what to join over TCP.
+    #[serde(skip)]
+    pub lan: Option<LanTarget>,
+}
+
+/// Where a listed jam was found, and so how it is joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum JamKind {
+    MidiRdv,
+    MidiEditorLan,
+}
+
+/// A MidiEditor LAN Live host as listed: always open (its datagram carries
+/// the code), compatible, no player count (the datagram has none).
+pub fn found_lan_host(h: &lan::midieditor_lan::HeardHost) -> Option<FoundJam> {
+    let a = &h.announcement;
+    // Shown as the host's TCP address; a rendezvous URL in form only, the
+    // join goes over TCP (`lan`).
+    let url = jam::joiner::url_for(&[h.addr.ip()], h.addr.port(), "/")?;
+    Some(FoundJam {
+        id: format!("midieditor-lan:{}:{}", h.addr, a.session_id),
+        name: a.display_name.clone(),
+        url,
+        addresses: vec![h.addr.ip().to_string()],
+        peers: 0,
+        max_peers: 0,
+        full: false,
+        open: true,
+        code: Some(a.code.clone()),
+        compatible: true,
+        kind: JamKind::MidiEditorLan,
+        kind_label: "MidiEditor LAN Live".to_owned(),
+        lan: Some(LanTarget {
+            addr: h.addr,
+            session_id: a.session_id.clone(),
+            host_name: a.display_name.clone(),
+            code: a.code.clone(),
+        }),
+    })
 }
 
 impl FoundJam {
@@ -110,12 +156,32 @@ pub fn found_jam(info: &JamInfo) -> Option<FoundJam> {
         code: info.code.clone(),
         compatible: info.version == lan::VERSION
             && (info.proto.is_empty() || info.proto == lan::PROTO),
+        kind: JamKind::MidiRdv,
+        kind_label: "MIDI Jam".to_owned(),
+        lan: None,
     })
 }
 
-/// The listed jams for a browser's current set, sorted by name.
-pub fn list(infos: &[JamInfo]) -> Vec<FoundJam> {
-    let mut jams: Vec<FoundJam> = infos.iter().filter_map(found_jam).collect();
+/// The listed jams for a browser's current set and the MidiEditor LAN Live
+/// hosts heard, sorted by name. Our own hosts send MidiEditor's datagram
+/// too: a datagram from an address and name an mDNS jam already has is that
+/// jam, listed once (as the mDNS one, which also shows its players).
+pub fn list(infos: &[JamInfo], lan_hosts: &[lan::midieditor_lan::HeardHost]) -> Vec<FoundJam> {
+    let ours = |h: &&lan::midieditor_lan::HeardHost| {
+        infos
+            .iter()
+            .any(|i| i.name == h.announcement.display_name && i.addresses.contains(&h.addr.ip()))
+    };
+    let mut jams: Vec<FoundJam> = infos
+        .iter()
+        .filter_map(found_jam)
+        .chain(
+            lan_hosts
+                .iter()
+                .filter(|h| !ours(h))
+                .filter_map(found_lan_host),
+        )
+        .collect();
     jams.sort_by(|a, b| {
         a.name
             .to_lowercase()
@@ -145,6 +211,15 @@ impl Discovery {
     /// 100 ms when they were already advertised, about a second when they
     /// start advertising after the browse started.
     pub fn start(interfaces: InterfaceChoice) -> Result<Discovery, DiscoverError> {
+        // MidiEditor LAN Live hosts too, on the same interfaces. Without it
+        // (UDP 42424 refused, no IPv4 address) our own jams still list.
+        let heard = match lan::midieditor_lan::Listener::start(interfaces.clone()) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "not listening for MidiEditor LAN Live hosts");
+                None
+            }
+        };
         let browser = Browser::start(BrowseConfig::new(interfaces))?;
         let (tx, view) = watch::channel(DiscoveryView {
             browsing: true,
@@ -154,7 +229,7 @@ impl Discovery {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("jam-discovery".into())
-            .spawn(move || follow(browser, &tx, &flag))
+            .spawn(move || follow(browser, heard, &tx, &flag))
             .map_err(DiscoverError::Thread)?;
         Ok(Discovery {
             stop,
@@ -198,11 +273,17 @@ impl Drop for Discovery {
 /// Keeps the view equal to the browser's exact list until stopped. Events
 /// only wake it up; the list itself is always read whole from the browser,
 /// so a dropped event can never leave a stale entry.
-fn follow(browser: Browser, tx: &watch::Sender<DiscoveryView>, stop: &AtomicBool) {
+fn follow(
+    browser: Browser,
+    heard: Option<lan::midieditor_lan::Listener>,
+    tx: &watch::Sender<DiscoveryView>,
+    stop: &AtomicBool,
+) {
     while !stop.load(Ordering::Relaxed) {
         let _ = browser.recv_timeout(IDLE_CHECK);
         while browser.try_recv().is_some() {}
-        let jams = list(&browser.jams());
+        let lan_hosts = heard.as_ref().map(|l| l.hosts()).unwrap_or_default();
+        let jams = list(&browser.jams(), &lan_hosts);
         tx.send_if_modified(|v| {
             if v.jams == jams {
                 false
@@ -211,6 +292,9 @@ fn follow(browser: Browser, tx: &watch::Sender<DiscoveryView>, stop: &AtomicBool
                 true
             }
         });
+    }
+    if let Some(l) = heard {
+        l.stop();
     }
     if let Err(e) = browser.stop() {
         tracing::warn!(error = %e, "stopping the LAN browser");
@@ -270,16 +354,50 @@ mod tests {
 
     #[test]
     fn the_list_is_sorted_by_name_and_serialises_in_camel_case() {
-        let jams = list(&[
-            info("zed", &["10.0.0.1"], None, (0, 8)),
-            info("Ada", &["10.0.0.2"], Some("AAAA"), (0, 8)),
-            info("bob", &["10.0.0.3"], None, (0, 8)),
-        ]);
+        let heard = lan::midieditor_lan::HeardHost {
+            announcement: lan::midieditor_lan::Announcement {
+                session_id: "s-1".into(),
+                display_name: "Cy".into(),
+                tcp_port: 40123,
+                code: "L7QX".into(),
+            },
+            addr: "10.0.0.9:40123".parse().unwrap(),
+            last_heard: std::time::Instant::now(),
+        };
+        let jams = list(
+            &[
+                info("zed", &["10.0.0.1"], None, (0, 8)),
+                info("Ada", &["10.0.0.2"], Some("AAAA"), (0, 8)),
+                info("bob", &["10.0.0.3"], None, (0, 8)),
+            ],
+            std::slice::from_ref(&heard),
+        );
         let names: Vec<&str> = jams.iter().map(|j| j.name.as_str()).collect();
-        assert_eq!(names, ["Ada", "bob", "zed"]);
+        assert_eq!(names, ["Ada", "bob", "Cy", "zed"]);
         let v = serde_json::to_value(&jams[0]).unwrap();
         assert_eq!(v["maxPeers"], 8);
         assert_eq!(v["open"], true);
+        assert_eq!(v["kind"], "midiRdv");
+        // The MidiEditor host: open (its code is in the datagram), labelled,
+        // joined over TCP at the datagram's source and port.
+        let cy = &jams[2];
+        let v = serde_json::to_value(cy).unwrap();
+        assert_eq!(v["kind"], "midiEditorLan");
+        assert_eq!(v["kindLabel"], "MidiEditor LAN Live");
+        assert_eq!(v["code"], "L7QX");
+        assert!(v.get("lan").is_none());
+        let t = cy.lan.as_ref().unwrap();
+        assert_eq!(t.addr, heard.addr);
+        assert_eq!(t.session_id, "s-1");
+        assert_eq!(t.code, "L7QX");
+        // Our own jam's datagram (same name and address as its mDNS advert)
+        // is not listed twice.
+        let mut twin = heard.clone();
+        twin.announcement.display_name = "Ada".into();
+        twin.addr = "10.0.0.2:40999".parse().unwrap();
+        let jams = list(&[info("Ada", &["10.0.0.2"], None, (0, 8))], &[twin]);
+        assert_eq!(jams.len(), 1);
+        assert_eq!(jams[0].kind, JamKind::MidiRdv);
     }
 
     #[test]

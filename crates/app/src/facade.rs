@@ -90,6 +90,9 @@ pub fn options_from_env(var: impl Fn(&str) -> Option<String>) -> JamOptions {
 
 /// Something for the window, sent as it happens. Serialised as its payload
 /// alone; the adapter sends it under [`Event::name`].
+// Whole views by value: one event per view change, moved straight to the
+// sink, so boxing the larger view would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Event {
@@ -639,7 +642,11 @@ impl App {
         if let Some(old) = joined.take() {
             self.leave_joined(old).await;
         }
-        let (joiner, _events) = jam::joiner::Joiner::start(cfg);
+        // A MidiEditor LAN Live host is joined over plain TCP.
+        let (joiner, _events) = match jam_found.as_ref().and_then(|j| j.lan.clone()) {
+            Some(target) => jam::joiner::Joiner::start_lan(cfg, target),
+            None => jam::joiner::Joiner::start(cfg),
+        };
         let generation = self.inner.join_generation.fetch_add(1, Ordering::SeqCst) + 1;
         let inner = Arc::downgrade(&self.inner);
         forward(

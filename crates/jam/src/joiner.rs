@@ -55,6 +55,7 @@ mod connect;
 mod engine;
 mod link;
 mod session;
+mod tcp;
 mod view;
 
 use std::sync::atomic::Ordering;
@@ -72,7 +73,10 @@ use types::RendezvousUrl;
 pub use address::{parse_address, url_for, AddressError, DEFAULT_PORT};
 pub use link::{CONTROL_CHANNEL, MIDI_CHANNEL, MIDI_QUEUE};
 pub use session::client_id;
-pub use view::{JoinError, JoinEvent, JoinPeer, JoinPhase, JoinStep, JoinView, MidiSendError};
+pub use tcp::LanTarget;
+pub use view::{
+    JoinError, JoinEvent, JoinPeer, JoinPhase, JoinSong, JoinStep, JoinView, MidiSendError,
+};
 
 use crate::rtc::RtcConfig;
 use engine::{run, Ctx};
@@ -257,7 +261,7 @@ impl Joiner {
     pub async fn join(
         cfg: JoinConfig,
     ) -> Result<(Joiner, broadcast::Receiver<JoinEvent>), JoinError> {
-        let (joiner, events) = Joiner::spawn(cfg);
+        let (joiner, events) = Joiner::spawn(cfg, None);
         joiner.joined().await?;
         Ok((joiner, events))
     }
@@ -266,17 +270,55 @@ impl Joiner {
     /// receiver that has every event from the start; follow it, the
     /// [`watch`](Self::watch), or wait with [`joined`](Self::joined).
     pub fn start(cfg: JoinConfig) -> (Joiner, broadcast::Receiver<JoinEvent>) {
-        Joiner::spawn(cfg)
+        Joiner::spawn(cfg, None)
     }
 
-    fn spawn(mut cfg: JoinConfig) -> (Joiner, broadcast::Receiver<JoinEvent>) {
+    /// Joins a MidiEditor **LAN Live** host over plain TCP, as MidiEditor's
+    /// LAN joiner does: `target` comes from the host's `MIDIEDIT-PR-LAN`
+    /// datagram (`lan::midieditor_lan::Listener`). `cfg`'s rendezvous URL,
+    /// code, ICE settings and `midi` are not used (no rendezvous, no
+    /// WebRTC, so no live-MIDI channel); its name, machine id and timeouts
+    /// are (`connect` bounds the TCP connect). Same session, events and
+    /// view as [`start`](Self::start); the view's `rendezvousUrl` reads
+    /// `tcp://<addr>`.
+    pub fn start_lan(
+        cfg: JoinConfig,
+        target: LanTarget,
+    ) -> (Joiner, broadcast::Receiver<JoinEvent>) {
+        Joiner::spawn(cfg, Some(target))
+    }
+
+    /// [`start_lan`](Self::start_lan), returning once welcomed.
+    pub async fn join_lan(
+        cfg: JoinConfig,
+        target: LanTarget,
+    ) -> Result<(Joiner, broadcast::Receiver<JoinEvent>), JoinError> {
+        let (joiner, events) = Joiner::spawn(cfg, Some(target));
+        joiner.joined().await?;
+        Ok((joiner, events))
+    }
+
+    fn spawn(
+        mut cfg: JoinConfig,
+        lan: Option<LanTarget>,
+    ) -> (Joiner, broadcast::Receiver<JoinEvent>) {
         if cfg.machine_id.trim().is_empty() {
             cfg.machine_id = crate::host::new_machine_id();
         }
         let (events, first) = broadcast::channel(EVENT_CAPACITY);
         let (view_tx, view) = watch::channel(JoinView {
-            rendezvous_url: cfg.rendezvous_url.to_string(),
-            code: cfg.code.as_deref().map(normalise_code),
+            rendezvous_url: match &lan {
+                Some(t) => format!("tcp://{}", t.addr),
+                None => cfg.rendezvous_url.to_string(),
+            },
+            host_name: lan
+                .as_ref()
+                .filter(|t| !t.host_name.is_empty())
+                .map(|t| t.host_name.clone()),
+            code: match &lan {
+                Some(t) => Some(normalise_code(&t.code)),
+                None => cfg.code.as_deref().map(normalise_code),
+            },
             display_name: cfg.display_name.clone(),
             machine_id: cfg.machine_id.clone(),
             ..JoinView::default()
@@ -290,6 +332,7 @@ impl Joiner {
             events: events.clone(),
             started: Instant::now(),
             midi: midi.clone(),
+            lan,
         };
         let engine = tokio::spawn(run(ctx, cmd_rx));
         // webrtc-rs has panicked on hostile SDP before (see `rtc::answer_offer`);
@@ -463,6 +506,35 @@ mod tests {
             e.to_string(),
             "The jam is full (8 players). Try again when someone leaves."
         );
+    }
+
+    #[test]
+    fn a_filetransfer_frame_gives_the_song_name_and_decoded_size() {
+        let body = serde_json::json!({"type": "filetransfer", "filename": "jam.mid",
+            "bytesB64": "TVRoZAAAAAYAAQ=="});
+        let song = JoinSong::from_frame(&body).unwrap();
+        assert_eq!(song.filename, "jam.mid");
+        assert_eq!(song.bytes, 10);
+        assert_eq!(
+            JoinSong::from_frame(&serde_json::json!({"filename": "a", "bytesB64": "QUJD"}))
+                .unwrap()
+                .bytes,
+            3
+        );
+        // Missing or mistyped fields: no song, no panic.
+        for bad in [
+            serde_json::json!({"type": "filetransfer"}),
+            serde_json::json!({"filename": 7, "bytesB64": ""}),
+            serde_json::json!({"filename": "x", "bytesB64": null}),
+            serde_json::json!([]),
+        ] {
+            assert_eq!(JoinSong::from_frame(&bad), None, "{bad}");
+        }
+        let long = "n".repeat(1000);
+        let s =
+            JoinSong::from_frame(&serde_json::json!({"filename": long, "bytesB64": "="})).unwrap();
+        assert_eq!(s.filename.len(), 256);
+        assert_eq!(s.bytes, 0);
     }
 
     #[test]

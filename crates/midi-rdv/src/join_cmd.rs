@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use jam::joiner::{JoinConfig, JoinError, JoinEvent, JoinTimeouts, Joiner, MidiChannel};
+use jam::joiner::{JoinConfig, JoinError, JoinEvent, JoinTimeouts, Joiner, LanTarget, MidiChannel};
 use jam::rtc::RtcConfig;
 use serde_json::{json, Value};
 
@@ -60,6 +60,12 @@ pub struct JoinArgs {
     /// or the one at --url, or any jam when --code is given.
     #[arg(long = "browse-on", value_delimiter = ',')]
     pub browse_on: Vec<String>,
+    /// Join a MidiEditor "LAN Live" host with this code: listen for its
+    /// `MIDIEDIT-PR-LAN` datagrams (239.42.42.42:42424) on the --browse-on
+    /// interfaces and join over plain TCP, as MidiEditor's LAN joiner does
+    /// (no rendezvous, no WebRTC, so no live-MIDI channel).
+    #[arg(long = "lan-code")]
+    pub lan_code: Option<String>,
     /// How long to look for a jam on the LAN, in seconds.
     #[arg(long, default_value_t = 10.0)]
     pub browse_timeout: f64,
@@ -192,6 +198,65 @@ fn event_text(e: &JoinEvent) -> String {
 }
 
 /// Finds the jam on the LAN: `(url, code)`.
+/// Listens for MidiEditor's LAN Live datagrams on the `--browse-on`
+/// interfaces until one carries `code` (or `--browse-timeout` runs out).
+async fn find_lan_host(args: &JoinArgs, code: &str) -> Result<LanTarget, (u8, String)> {
+    let code = code.trim().to_ascii_uppercase();
+    if code.len() != 4 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err((
+            EXIT_CODE,
+            format!("{code:?} is not a 4-character LAN Live code"),
+        ));
+    }
+    let ifaces = args.browse_on.clone();
+    let listen_for = Duration::from_secs_f64(args.browse_timeout.clamp(0.1, 600.0));
+    let json = args.json;
+    tokio::task::spawn_blocking(move || {
+        let listener = lan::midieditor_lan::Listener::start(lan::InterfaceChoice::Named(ifaces))
+            .map_err(|e| (EXIT_OTHER, format!("cannot listen for LAN Live hosts: {e}")))?;
+        let deadline = Instant::now() + listen_for;
+        let found = loop {
+            if let Some(h) = listener.find(&code) {
+                break Some(h);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        listener.stop();
+        let h = found.ok_or_else(|| {
+            (
+                EXIT_NOT_FOUND,
+                format!(
+                    "no MidiEditor LAN Live host announced the code {code} within {} s",
+                    listen_for.as_secs_f64()
+                ),
+            )
+        })?;
+        let a = &h.announcement;
+        emit(
+            json,
+            json!({"event": "found", "kind": "midiEditorLan", "name": a.display_name,
+                "addr": h.addr.to_string(), "code": a.code, "sessionId": a.session_id}),
+            || {
+                format!(
+                    "Found {} (MidiEditor LAN Live) at {}",
+                    a.display_name, h.addr
+                )
+            },
+        );
+        Ok(LanTarget {
+            addr: h.addr,
+            session_id: a.session_id.clone(),
+            host_name: a.display_name.clone(),
+            code: a.code.clone(),
+        })
+    })
+    .await
+    .unwrap_or_else(|e| Err((EXIT_OTHER, format!("LAN Live listener failed: {e}"))))
+}
+
 async fn browse(
     args: &JoinArgs,
 ) -> Result<(jam::types::RendezvousUrl, Option<String>), (u8, String)> {
@@ -277,6 +342,7 @@ pub async fn run(args: JoinArgs) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
     let json = args.json;
+    let mut lan_target: Option<LanTarget> = None;
     let done = |code: u8, ok: bool, join_ms: Option<f64>, message: Option<String>| {
         if json {
             line(
@@ -291,7 +357,27 @@ pub async fn run(args: JoinArgs) -> ExitCode {
         ExitCode::from(code)
     };
 
-    let (url, code) = if !args.browse_on.is_empty() {
+    if let Some(lan_code) = &args.lan_code {
+        if args.browse_on.is_empty() {
+            return done(
+                EXIT_USAGE,
+                false,
+                None,
+                Some("--lan-code needs --browse-on IFACE (where to listen for MidiEditor's LAN Live datagrams)".into()),
+            );
+        }
+        match find_lan_host(&args, lan_code).await {
+            Ok(target) => lan_target = Some(target),
+            Err((code, message)) => return done(code, false, None, Some(message)),
+        }
+    }
+    let (url, code) = if lan_target.is_some() {
+        // Not used by a TCP join; the view shows tcp://ADDR instead.
+        match jam::joiner::parse_address("127.0.0.1") {
+            Ok(url) => (url, None),
+            Err(e) => return done(EXIT_OTHER, false, None, Some(e.message)),
+        }
+    } else if !args.browse_on.is_empty() {
         match browse(&args).await {
             Ok((url, advertised)) => (url, args.code.clone().or(advertised)),
             Err((code, message)) => return done(code, false, None, Some(message)),
@@ -330,7 +416,10 @@ pub async fn run(args: JoinArgs) -> ExitCode {
         },
         ..JoinConfig::new(url, code, args.name.clone())
     };
-    let (joiner, mut events) = Joiner::start(cfg);
+    let (joiner, mut events) = match lan_target {
+        Some(target) => Joiner::start_lan(cfg, target),
+        None => Joiner::start(cfg),
+    };
     let mut midi_rx = joiner.take_midi_receiver();
     let mut pending_midi = args.send_midi.clone().map(|m| m.0);
     let stay = args

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use app::discover::{Discovery, DiscoveryView, FoundJam};
+use app::discover::{Discovery, DiscoveryView, FoundJam, JamKind};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_midi-rdv");
@@ -516,13 +516,17 @@ fn an_open_jam_found_on_the_lan_is_joined_and_vanishes_when_the_host_stops() {
     let url = hosting["urls"][0].as_str().unwrap().to_owned();
 
     let (jams, seen_at) = disco.wait_for("the open jam", WITHIN, |j| {
-        j.iter().any(|j| j.name == "Ada's jam")
+        j.iter()
+            .any(|j| j.name == "Ada's jam" && j.kind == JamKind::MidiRdv)
     });
     eprintln!(
         "listed in B {:?} after the host printed its code",
         seen_at - started
     );
-    let jam = jams.iter().find(|j| j.name == "Ada's jam").unwrap();
+    let jam = jams
+        .iter()
+        .find(|j| j.name == "Ada's jam" && j.kind == JamKind::MidiRdv)
+        .unwrap();
     assert_eq!(jam.url, url);
     assert_eq!(
         jam.url,
@@ -566,7 +570,8 @@ fn an_open_jam_found_on_the_lan_is_joined_and_vanishes_when_the_host_stops() {
     assert_eq!(connected["peer"]["displayName"], "Bob");
     // The advertisement follows the peer count (TXT changes are spaced 3 s).
     disco.wait_for("peers 1/8", WITHIN, |j| {
-        j.iter().any(|j| j.name == "Ada's jam" && j.peers == 1)
+        j.iter()
+            .any(|j| j.name == "Ada's jam" && j.kind == JamKind::MidiRdv && j.peers == 1)
     });
 
     // The host stops: withdrawn from B's list, and the joiner's jam ends.

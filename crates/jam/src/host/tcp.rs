@@ -190,7 +190,7 @@ pub(super) async fn accept_loop(
 
 /// How a connection's reading ended.
 #[derive(Debug, PartialEq)]
-enum End {
+pub(crate) enum End {
     /// The joiner closed (or reset) the stream.
     Eof,
     /// We closed it (kicked, rejected, host stopping).
@@ -301,7 +301,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
 
 /// One frame, prefix included. Waits without limit for its first byte (the
 /// protocol's timers bound idle peers), then applies the frame deadline.
-async fn read_one<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Vec<u8>, End> {
+pub(crate) async fn read_one<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Vec<u8>, End> {
     let mut header = [0u8; HEADER_LEN];
     match reader.read(&mut header[..1]).await {
         Ok(0) | Err(_) => return Err(End::Eof),

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use types::{Code, RendezvousUrl};
 
-use super::engine::{Connected, Ctx};
+use super::engine::{AnyLink, Connected, Ctx};
 use super::link::{JoinLink, LinkMsg};
+use super::tcp::{LanTarget, TcpJoinLink};
 use super::*;
 use crate::rendezvous::{Client, RendezvousError};
 use crate::rtc::LinkState;
@@ -21,6 +22,9 @@ pub(super) fn random_joiner_id() -> String {
 
 /// Up to the `midieditor` channel being open.
 pub(super) async fn connect(ctx: &Ctx) -> Result<Connected, JoinError> {
+    if let Some(target) = &ctx.lan {
+        return connect_lan(ctx, target).await;
+    }
     let cfg = &ctx.cfg;
     let t = &cfg.timeouts;
     let url = &cfg.rendezvous_url;
@@ -109,9 +113,23 @@ pub(super) async fn connect(ctx: &Ctx) -> Result<Connected, JoinError> {
         }
     }
     Ok(Connected {
-        link,
+        link: AnyLink::Rtc(link),
         events,
         session_id: verified.session_id,
+    })
+}
+
+/// Up to the TCP connection to a LAN Live host being open: no rendezvous,
+/// the datagram told us everything.
+async fn connect_lan(ctx: &Ctx, target: &LanTarget) -> Result<Connected, JoinError> {
+    ctx.step(JoinStep::Connecting);
+    let (link, events) = TcpJoinLink::connect(target.addr, ctx.cfg.timeouts.connect, LINK_EVENTS)
+        .await
+        .map_err(|detail| JoinError::ConnectionFailed { detail })?;
+    Ok(Connected {
+        link: AnyLink::Tcp(link),
+        events,
+        session_id: target.session_id.clone(),
     })
 }
 

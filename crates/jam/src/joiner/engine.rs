@@ -13,6 +13,7 @@ use types::Millis;
 use super::connect::connect;
 use super::link::{JoinLink, LinkMsg, MidiShared};
 use super::session::{Out, Session, SessionConfig};
+use super::tcp::{LanTarget, TcpJoinLink};
 use super::*;
 use crate::rtc::LinkState;
 
@@ -22,6 +23,9 @@ pub(super) struct Ctx {
     pub(super) events: broadcast::Sender<JoinEvent>,
     pub(super) started: Instant,
     pub(super) midi: Arc<MidiShared>,
+    /// A MidiEditor LAN Live host to join over TCP instead of the
+    /// rendezvous and WebRTC.
+    pub(super) lan: Option<LanTarget>,
 }
 
 impl Ctx {
@@ -79,7 +83,7 @@ impl Ctx {
 
 /// What connecting hands to the session loop.
 pub(super) struct Connected {
-    pub link: JoinLink,
+    pub link: AnyLink,
     pub events: mpsc::Receiver<LinkMsg>,
     pub session_id: String,
 }
@@ -109,6 +113,63 @@ pub(super) async fn run(ctx: Ctx, mut cmd: mpsc::Receiver<Cmd>) {
     match connected {
         Err(e) => ctx.fail(e),
         Ok(c) => session(&ctx, c, &mut cmd).await,
+    }
+}
+
+/// The connection to the host: WebRTC (through a rendezvous) or TCP (LAN
+/// Live). The session loop only needs these few operations.
+pub(super) enum AnyLink {
+    Rtc(JoinLink),
+    Tcp(TcpJoinLink),
+}
+
+impl AnyLink {
+    fn state_watch(&self) -> watch::Receiver<LinkState> {
+        match self {
+            AnyLink::Rtc(l) => l.state_watch(),
+            AnyLink::Tcp(l) => l.state_watch(),
+        }
+    }
+
+    /// Live MIDI has its own data channel, which a TCP link does not have.
+    async fn open_midi(&self) -> Result<(), String> {
+        match self {
+            AnyLink::Rtc(l) => l.open_midi().await.map_err(|e| e.to_string()),
+            AnyLink::Tcp(_) => Err("not over a LAN Live (TCP) connection".to_owned()),
+        }
+    }
+
+    async fn close(&mut self) {
+        match self {
+            AnyLink::Rtc(l) => l.close().await,
+            AnyLink::Tcp(l) => l.close().await,
+        }
+    }
+
+    /// One writer task: frames go out in order.
+    fn spawn_writer(&self, mut out_rx: mpsc::Receiver<Bytes>) -> tokio::task::JoinHandle<()> {
+        match self {
+            AnyLink::Rtc(l) => {
+                let control = l.control();
+                tokio::spawn(async move {
+                    while let Some(frame) = out_rx.recv().await {
+                        if control.send(BytesMut::from(frame)).await.is_err() {
+                            break;
+                        }
+                    }
+                })
+            }
+            AnyLink::Tcp(l) => {
+                let sender = l.sender();
+                tokio::spawn(async move {
+                    while let Some(frame) = out_rx.recv().await {
+                        if sender.send(&frame).await.is_err() {
+                            break;
+                        }
+                    }
+                })
+            }
+        }
     }
 }
 
@@ -147,15 +208,8 @@ async fn session(ctx: &Ctx, c: Connected, cmd: &mut mpsc::Receiver<Cmd>) {
     );
     // One writer task: frames go out in order, and a host that stops
     // reading fills a bounded queue instead of stalling this loop.
-    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-    let control = link.control();
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = out_rx.recv().await {
-            if control.send(BytesMut::from(frame)).await.is_err() {
-                break;
-            }
-        }
-    });
+    let (out_tx, out_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let writer = link.spawn_writer(out_rx);
     let send = |bytes: Vec<u8>| {
         // Full: the host is not reading; it will drop us, or we notice its
         // silence. Closed: the link is going away anyway.
@@ -284,7 +338,7 @@ async fn session(ctx: &Ctx, c: Connected, cmd: &mut mpsc::Receiver<Cmd>) {
 async fn apply(
     ctx: &Ctx,
     s: &mut Session,
-    link: &JoinLink,
+    link: &AnyLink,
     outs: Vec<Out>,
     send: &impl Fn(Vec<u8>),
 ) -> Option<Result<String, JoinError>> {
@@ -403,6 +457,20 @@ async fn apply(
                 display_name,
                 text,
             }),
+            Out::Other { kind, body, len } if kind == "filetransfer" => {
+                if let Some(song) = JoinSong::from_frame(&body) {
+                    ctx.view.send_modify(|v| v.song = Some(song));
+                }
+                ctx.emit(JoinEvent::Frame {
+                    kind,
+                    body: if len <= MAX_EVENT_FRAME {
+                        body
+                    } else {
+                        Value::Null
+                    },
+                    len,
+                })
+            }
             Out::Other { kind, body, len } => ctx.emit(JoinEvent::Frame {
                 kind,
                 body: if len <= MAX_EVENT_FRAME {

@@ -99,6 +99,30 @@ pub struct JoinView {
     /// Something worth a look that is not an error (a legacy host, a shaky
     /// connection).
     pub notice: Option<String>,
+    /// The last song the host sent (`filetransfer`): its file name and size
+    /// in bytes. The bytes themselves are in the [`JoinEvent::Frame`] (up to
+    /// [`super::MAX_EVENT_FRAME`]).
+    pub song: Option<JoinSong>,
+}
+
+/// A song the host shared, as a Join screen shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinSong {
+    pub filename: String,
+    pub bytes: u64,
+}
+
+impl JoinSong {
+    /// From a `filetransfer` frame: `filename` and the decoded size of
+    /// `bytesB64` (counted from its length, without decoding it).
+    pub fn from_frame(body: &serde_json::Value) -> Option<JoinSong> {
+        let filename = body.get("filename")?.as_str()?.chars().take(256).collect();
+        let b64 = body.get("bytesB64")?.as_str()?.trim_end();
+        let pad = b64.bytes().rev().take_while(|&c| c == b'=').count().min(2) as u64;
+        let bytes = (b64.len() as u64 / 4 * 3).saturating_sub(pad);
+        Some(JoinSong { filename, bytes })
+    }
 }
 
 /// Something that happened, in order. Serialised as

@@ -83,6 +83,9 @@ struct ServeArgs {
     /// Long-polls (?wait=) held open at once; beyond it they answer immediately.
     #[arg(long, env = "MIDI_RDV_MAX_WAITERS", default_value_t = 4096)]
     max_waiters: usize,
+    /// Milliseconds a plain answer/offers poll (no ?wait=) that has nothing new is held, answering the moment something arrives; keep it below MidiEditor's 750 ms poll timer. 0 = off.
+    #[arg(long, env = "MIDI_RDV_HOLD_PLAIN_POLLS_MS", default_value_t = rdv::server::DEFAULT_HOLD_PLAIN_POLLS.as_millis() as u64, value_parser = clap::value_parser!(u64).range(0..=25_000))]
+    hold_plain_polls_ms: u64,
     /// TCP connections open at once; further clients wait until one closes.
     #[arg(long, env = "MIDI_RDV_MAX_CONNECTIONS", default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections: u64,
@@ -175,6 +178,7 @@ impl ServeArgs {
             },
             max_body_bytes: to_usize(self.max_body_bytes),
             max_waiters: self.max_waiters,
+            hold_plain_polls: Duration::from_millis(self.hold_plain_polls_ms),
             max_connections: to_usize(self.max_connections),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             base_path: self.base_path.clone(),

@@ -454,6 +454,11 @@ async fn invalid_flags_and_values_are_refused_with_a_clear_message() {
         ),
         (serve_args(&["--max-waiters=-5"]), vec![], "--max-waiters"),
         (
+            serve_args(&["--hold-plain-polls-ms=25001"]),
+            vec![],
+            "--hold-plain-polls-ms",
+        ),
+        (
             serve_args(&["--shutdown-grace-secs", "soon"]),
             vec![],
             "--shutdown-grace-secs",

@@ -45,6 +45,11 @@ pub const EXTENSIONS: &[&str] = &[
 pub const DEFAULT_DOCS_URL: &str =
     "https://github.com/happytunesai/MidiEditor_AI/tree/main/cloudflare";
 
+/// The default plain-poll hold: below MidiEditor's 750 ms answer-poll timer
+/// (with room for Qt's coarse timers, which may fire 5% early), so at most
+/// one held poll per client overlaps the next.
+pub const DEFAULT_HOLD_PLAIN_POLLS: Duration = Duration::from_millis(600);
+
 /// Everything a running rendezvous can be told.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -59,6 +64,15 @@ pub struct Config {
     pub max_waiters: usize,
     /// Longest `?wait=` honoured (the protocol's maximum is 25 s).
     pub max_wait: Duration,
+    /// How long a plain poll (no `?wait=`) of `host-answer/<id>` or
+    /// `joiner-offers` that would say "nothing yet" is held, answering the
+    /// moment the answer or a new offer arrives. Unmodified clients such as
+    /// MidiEditor poll on fixed timers (750 ms for the answer, 1000 ms for
+    /// offers) and set no timeout on those requests, so a hold shorter than
+    /// the timer saves the half interval a join otherwise waits for nothing,
+    /// without requests piling up. Zero: plain polls answer at once. Held
+    /// polls count against `max_waiters`; past it they answer at once.
+    pub hold_plain_polls: Duration,
     /// Path prefix every route lives under, e.g. `/rdv`; empty for none.
     pub base_path: String,
     /// Header carrying the client address when behind a reverse proxy
@@ -114,6 +128,7 @@ impl Default for Config {
             max_body_bytes: 6 * wire::MAX_SDP_UNITS + 8 * 1024,
             max_waiters: 4096,
             max_wait: Duration::from_millis(25_000),
+            hold_plain_polls: DEFAULT_HOLD_PLAIN_POLLS,
             base_path: String::new(),
             client_ip_header: None,
             docs_url: DEFAULT_DOCS_URL.to_owned(),
@@ -802,15 +817,20 @@ impl Rendezvous {
         }
     }
 
-    /// The `?wait=<ms>` of a poll: absent means an immediate answer, exactly
-    /// as without the extension.
+    /// The `?wait=<ms>` of a poll. Absent means the plain-poll hold: the
+    /// response is exactly the one without the extension, only possibly
+    /// later (and sooner than the client's next poll would have found it).
     fn wait_of(&self, req: &Request) -> Result<Duration, BadWait> {
         let Some(raw) = req
             .uri()
             .query()
             .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("wait=")))
         else {
-            return Ok(Duration::ZERO);
+            return Ok(self
+                .inner
+                .config
+                .hold_plain_polls
+                .min(self.inner.config.max_wait));
         };
         let max = self.inner.config.max_wait;
         match raw.parse::<u64>() {

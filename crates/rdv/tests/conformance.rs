@@ -282,15 +282,25 @@ fn assert_code_shape(code: &str) {
     );
 }
 
+/// Every server here holds plain polls, as by default, so each check below
+/// also shows the hold changes no response, only its timing; but briefly,
+/// because this suite makes many polls that have nothing new on purpose.
+fn conf() -> Config {
+    Config {
+        hold_plain_polls: Duration::from_millis(20),
+        ..Config::default()
+    }
+}
+
 fn with_base(base_path: &str) -> Config {
     Config {
         base_path: base_path.into(),
-        ..Default::default()
+        ..conf()
     }
 }
 
 async fn server() -> (RunningServer, String, reqwest::Client) {
-    let s = start(Config::default()).await;
+    let s = start(conf()).await;
     let url = s.url();
     (s, url, client())
 }
@@ -1422,7 +1432,12 @@ async fn chunked_oversized_body_is_413_too() {
 
 #[tokio::test]
 async fn an_hour_of_host_polling_keeps_the_session_then_it_expires_one_ttl_later() {
-    let (s, clock) = start_with_clock(Config::default()).await;
+    // 3,600 empty offer polls about lifetimes, not timing: unheld.
+    let (s, clock) = start_with_clock(Config {
+        hold_plain_polls: Duration::ZERO,
+        ..conf()
+    })
+    .await;
     let base = s.url();
     let c = client();
     let (code, _) = open_session(&c, &base, "long host").await;
@@ -1453,7 +1468,7 @@ async fn an_hour_of_host_polling_keeps_the_session_then_it_expires_one_ttl_later
 
 #[tokio::test]
 async fn a_session_nobody_polls_expires_after_300_seconds() {
-    let (s, clock) = start_with_clock(Config::default()).await;
+    let (s, clock) = start_with_clock(conf()).await;
     let base = s.url();
     let c = client();
     let (code, _) = open_session(&c, &base, "idle").await;
@@ -1483,7 +1498,7 @@ async fn a_session_nobody_polls_expires_after_300_seconds() {
 
 #[tokio::test]
 async fn a_host_answer_post_renews_the_session() {
-    let (s, clock) = start_with_clock(Config::default()).await;
+    let (s, clock) = start_with_clock(conf()).await;
     let base = s.url();
     let c = client();
     let (code, _) = open_session(&c, &base, "host").await;
@@ -1500,7 +1515,7 @@ async fn a_host_answer_post_renews_the_session() {
 
 #[tokio::test]
 async fn offers_and_answers_live_300_seconds_from_their_own_write() {
-    let (s, clock) = start_with_clock(Config::default()).await;
+    let (s, clock) = start_with_clock(conf()).await;
     let base = s.url();
     let c = client();
     let (code, _) = open_session(&c, &base, "host").await;
@@ -1528,7 +1543,7 @@ async fn offers_and_answers_live_300_seconds_from_their_own_write() {
 
 #[tokio::test]
 async fn slots_count_live_joiners_only() {
-    let (s, clock) = start_with_clock(Config::default()).await;
+    let (s, clock) = start_with_clock(conf()).await;
     let base = s.url();
     let c = client();
     let (code, _) = open_session(&c, &base, "host").await;

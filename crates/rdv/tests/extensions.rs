@@ -274,8 +274,12 @@ async fn answer_poll_with_a_non_numeric_wait_is_400_json() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn answer_poll_without_wait_answers_immediately() {
-    let server = start(Config::default()).await;
+async fn answer_poll_without_wait_answers_immediately_when_the_hold_is_off() {
+    let server = start(Config {
+        hold_plain_polls: Duration::ZERO,
+        ..Config::default()
+    })
+    .await;
     let base = server.url();
     let c = client();
     let (code, _) = open_session(&c, &base, "h").await;
@@ -300,6 +304,146 @@ async fn answer_poll_without_wait_answers_immediately() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json, json!({"sdp": "v=0 q"}));
     assert!(t.elapsed() < Duration::from_millis(500));
+}
+
+// ---------------------------------------------------------------------------
+// Plain polls (no ?wait=) held briefly, for clients on fixed poll timers
+
+fn holding(ms: u64) -> Config {
+    Config {
+        hold_plain_polls: Duration::from_millis(ms),
+        ..Config::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plain_answer_poll_is_answered_the_moment_the_answer_is_posted() {
+    let server = start(holding(4000)).await;
+    let base = server.url();
+    let c = client();
+    let (code, _) = open_session(&c, &base, "h").await;
+    offer(&c, &base, &code, "timer-joiner").await;
+    let started = Instant::now();
+    let poll = spawn_get(
+        &c,
+        format!("{base}/code/{code}/host-answer/timer-joiner"),
+        vec![],
+    );
+    until_waiters(&c, &base, 1.0).await;
+    let posted_at = Instant::now();
+    let a = answer(&c, &base, &code, "timer-joiner", "v=0 held").await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let (r, done_at) = poll.await.unwrap();
+    // The same body a poll after the answer would have got, only sooner.
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json, json!({"sdp": "v=0 held"}));
+    assert!(done_at - posted_at < Duration::from_millis(1000));
+    assert!(
+        done_at - started < Duration::from_millis(3500),
+        "ran to the hold's end"
+    );
+    until_waiters(&c, &base, 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plain_polls_with_nothing_new_answer_as_before_when_the_hold_ends() {
+    let server = start(holding(300)).await;
+    let base = server.url();
+    let c = client();
+    let (code, _) = open_session(&c, &base, "h").await;
+
+    let t = Instant::now();
+    let r = get(&c, &format!("{base}/code/{code}/host-answer/idle-joiner")).await;
+    let held = t.elapsed();
+    assert_eq!(r.status, 404);
+    assert_eq!(r.text, NOT_YET);
+    assert!(held >= Duration::from_millis(250), "not held: {held:?}");
+    assert!(
+        held < Duration::from_millis(2000),
+        "held too long: {held:?}"
+    );
+
+    let t = Instant::now();
+    let r = get(&c, &format!("{base}/code/{code}/joiner-offers")).await;
+    let held = t.elapsed();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json, json!({"offers": []}));
+    assert!(held >= Duration::from_millis(250), "not held: {held:?}");
+    assert!(
+        held < Duration::from_millis(2000),
+        "held too long: {held:?}"
+    );
+
+    // Something to act on is never held: an unanswered offer, an unknown
+    // session, and an explicit ?wait=0.
+    offer(&c, &base, &code, "fresh-joiner").await;
+    for (url, status) in [
+        (format!("{base}/code/{code}/joiner-offers"), 200),
+        (
+            format!("{base}/code/{}/joiner-offers", unknown_code(1)),
+            404,
+        ),
+        (
+            format!("{base}/code/{code}/host-answer/idle-joiner?wait=0"),
+            404,
+        ),
+    ] {
+        let t = Instant::now();
+        let r = get(&c, &url).await;
+        assert_eq!(r.status, status, "{url}: {}", r.text);
+        assert!(t.elapsed() < Duration::from_millis(200), "{url} was held");
+    }
+    until_waiters(&c, &base, 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plain_offers_poll_is_answered_the_moment_a_new_offer_arrives() {
+    let server = start(holding(4000)).await;
+    let base = server.url();
+    let c = client();
+    let (code, _) = open_session(&c, &base, "h").await;
+    let poll = spawn_get(&c, format!("{base}/code/{code}/joiner-offers"), vec![]);
+    until_waiters(&c, &base, 1.0).await;
+    let posted_at = Instant::now();
+    offer(&c, &base, &code, "prompt-joiner").await;
+    let (r, done_at) = poll.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(offer_ids(&r), ["prompt-joiner"]);
+    assert!(done_at - posted_at < Duration::from_millis(1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plain_polls_past_the_waiter_cap_answer_at_once() {
+    let server = start(Config {
+        max_waiters: 1,
+        ..holding(4000)
+    })
+    .await;
+    let base = server.url();
+    let c = client();
+    let (code, _) = open_session(&c, &base, "h").await;
+    let held = spawn_get(
+        &c,
+        format!("{base}/code/{code}/host-answer/first-joiner"),
+        vec![],
+    );
+    until_waiters(&c, &base, 1.0).await;
+    let t = Instant::now();
+    let r = get(&c, &format!("{base}/code/{code}/host-answer/second-joiner")).await;
+    assert_eq!(r.text, NOT_YET);
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(!held.is_finished());
+    assert_eq!(
+        answer(&c, &base, &code, "first-joiner", "v=0 f")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(held.await.unwrap().0.json, json!({"sdp": "v=0 f"}));
 }
 
 // ---------------------------------------------------------------------------
@@ -888,6 +1032,9 @@ async fn metrics_never_show_codes_joiner_ids_or_sdp() {
 fn guard_config() -> Config {
     Config {
         client_ip_header: Some("x-forwarded-for".into()),
+        // These tests make hundreds of plain polls and are about counting
+        // them, not their timing: unheld, they finish in a moment.
+        hold_plain_polls: Duration::ZERO,
         ..Config::default()
     }
 }

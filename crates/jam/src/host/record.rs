@@ -408,6 +408,19 @@ mod tests {
     }
 
     #[test]
+    fn a_restruck_key_ends_the_note_it_restrikes() {
+        let t0 = Instant::now();
+        let mut r = Recorder::new(t0, 480, 500_000);
+        let p = PeerId(1);
+        r.message(t0, p, &on(60));
+        r.message(t0 + Duration::from_millis(100), p, &on(60));
+        r.message(t0 + Duration::from_millis(300), p, &off(60));
+        let got = r.take(t0);
+        let spans: Vec<(u32, u32)> = got.iter().map(|n| (n.tick, n.duration)).collect();
+        assert_eq!(spans, vec![(0, 96), (96, 192)]);
+    }
+
+    #[test]
     fn all_notes_off_ends_held_notes_and_the_maps_are_bounded() {
         let t0 = Instant::now();
         let mut r = Recorder::new(t0, 96, 500_000);

@@ -107,6 +107,9 @@ function renderView(v) {
 
   renderPeers(v);
   renderSong(v.song);
+  const record = /** @type {HTMLInputElement} */ ($("song-record"));
+  record.disabled = !v.song;
+  if (document.activeElement !== record) record.checked = !!v.recording;
 
   const fresh = v.notices.filter((/** @type {any} */ n) => n.seq > lastNotice);
   if (fresh.length) {
@@ -489,6 +492,10 @@ $("song-new").addEventListener("click", async () => {
     say($("song-result"), "No new song: " + String(err), "error");
   }
 });
+$("song-record").addEventListener("change", () => {
+  invoke("set_record", { on: /** @type {HTMLInputElement} */ ($("song-record")).checked });
+});
+
 $("song-export").addEventListener("click", async () => {
   try {
     say($("song-result"), await invoke("export_song", { path: songPath() }), "ok");

@@ -69,6 +69,12 @@ async fn panic_notes(app: State<'_, App>) -> Result<(), ()> {
 }
 
 #[tauri::command]
+async fn set_record(app: State<'_, App>, on: bool) -> Result<(), ()> {
+    app.set_record(on).await;
+    Ok(())
+}
+
+#[tauri::command]
 fn import_ice(app: State<'_, App>, text: String) -> Result<Vec<IceRow>, FieldError> {
     app.import_ice(&text)
 }
@@ -182,6 +188,7 @@ fn main() {
             kick,
             mute,
             panic_notes,
+            set_record,
             import_ice,
             export_ice,
             apply_to_midieditor,

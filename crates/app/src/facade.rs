@@ -443,6 +443,15 @@ impl App {
         }
     }
 
+    /// The Record switch: notes that live-MIDI peers play go into the
+    /// shared song (the view's `recording` says whether it is on; it stays
+    /// off in a jam without a song).
+    pub async fn set_record(&self, on: bool) {
+        if let Some(jam) = self.inner.jam.read().await.as_ref() {
+            jam.set_record(on).await;
+        }
+    }
+
     /// The shared song as the host screen shows it (name, length, tracks,
     /// last editor); `None`: this jam shares none.
     pub fn song(&self) -> Option<jam::hub::SongView> {

@@ -233,6 +233,11 @@ impl Jam {
         self.hosted.panic().await;
     }
 
+    /// The Record switch (see `hosted::Hosted::set_record`).
+    pub async fn set_record(&self, on: bool) {
+        self.hosted.set_record(on).await;
+    }
+
     /// Connects this computer's MIDI ports to another jam (one this app
     /// joined, [`crate::joined_midi`]), or with `None` back to our own.
     /// Our own jam keeps hosting meanwhile, without them.

@@ -60,6 +60,7 @@ enum Cmd {
     Chat(String),
     Mute(u64, bool),
     Panic,
+    Record(bool),
     Notice(Level, String),
     Apply(Box<HostedConfig>, oneshot::Sender<Impact>),
     /// Connect the MIDI ports to this jam (`None`: back to our own).
@@ -153,6 +154,13 @@ impl Hosted {
     /// Releases every note and pedal on every output that plays one.
     pub async fn panic(&self) {
         let _ = self.cmd.send(Cmd::Panic).await;
+    }
+
+    /// The Record switch: live MIDI played by peers is written into the
+    /// shared song (see `jam::host::record`); kept across a host restart.
+    /// Without a shared song it stays off.
+    pub async fn set_record(&self, on: bool) {
+        let _ = self.cmd.send(Cmd::Record(on)).await;
     }
 
     /// Puts a front end's own message on the status line (and out as a
@@ -290,6 +298,13 @@ impl Supervisor {
                     j.panic();
                 }
                 self.notice(Level::Info, "All notes released (panic).");
+            }
+            Cmd::Record(on) => {
+                let on = on && self.cfg.song.is_some();
+                if let Some(h) = &self.host {
+                    h.clone_handle().set_record(on).await;
+                }
+                self.view.send_modify(|v| v.recording = on);
             }
             Cmd::Notice(level, message) => self.notice(level, message),
             Cmd::Apply(new, done) => {
@@ -524,7 +539,14 @@ impl Supervisor {
                 self.host_events = Some(events);
                 let port = self.server.as_ref().map(|s| s.addr.port());
                 let song = self.cfg.song.as_ref().map(|s| s.view());
+                let recording = self.view.borrow().recording && song.is_some();
+                if recording {
+                    if let Some(h) = &self.host {
+                        h.clone_handle().set_record(true).await;
+                    }
+                }
                 self.view.send_modify(|v| {
+                    v.recording = recording;
                     v.urls = urls;
                     v.port = port;
                     v.peers.clear();

@@ -81,6 +81,8 @@ pub struct HostedView {
     /// The shared song MidiEditor joiners receive and edit (name, length,
     /// tracks, last editor); `None`: a jam without one.
     pub song: Option<jam::hub::SongView>,
+    /// The Record switch is on: live MIDI goes into the song.
+    pub recording: bool,
 }
 
 /// One peer's live-MIDI light for the peer list.

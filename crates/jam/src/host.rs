@@ -33,6 +33,7 @@ pub const MIDI_CHANNEL: &str = "midi";
 
 mod link;
 mod live;
+pub mod record;
 pub mod tcp;
 use link::Link;
 pub mod stream;
@@ -188,6 +189,8 @@ enum Cmd {
     },
     /// Live MIDI: local input, mutes, panic, activity.
     Midi(live::MidiCmd),
+    /// The Record switch (see [`record`]).
+    Record(bool),
     Reconfigure {
         live: LiveConfig,
         done: oneshot::Sender<()>,
@@ -269,6 +272,7 @@ impl Host {
             origin: Instant::now(),
             live: live::Live::new(midi.clone()),
             hub: song,
+            recording: None,
         };
         let task = tokio::spawn(engine.run(cmd_rx, signalling));
         Ok((
@@ -578,6 +582,8 @@ struct Engine {
     live: live::Live,
     /// The shared song, when hosting one.
     hub: Option<SongShare>,
+    /// While Record is on (see [`record`]).
+    recording: Option<record::Recording>,
 }
 
 impl Engine {
@@ -594,6 +600,8 @@ impl Engine {
         // peer is routed, so an idle host sleeps.
         let mut midi_tick = tokio::time::interval(live::MIDI_TICK_EVERY);
         midi_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut record_tick = tokio::time::interval(record::FLUSH_EVERY);
+        record_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let done = loop {
             tokio::select! {
                 c = rx.recv() => match c {
@@ -608,12 +616,14 @@ impl Engine {
                 }
                 _ = stats.tick() => self.poll_stats(),
                 _ = midi_tick.tick(), if self.midi_timers_needed() => self.midi_tick(),
+                _ = record_tick.tick(), if self.recording.is_some() => self.record_flush(false),
             }
         };
         signalling.abort();
         // Note Offs for everything still sounding go out before the links
         // close (the farewell gives the writers time to flush).
         self.midi_release_all();
+        self.set_recording(false);
         let s = self.session.borrow().clone();
         self.signaller.close(&s).await;
         self.farewell().await;
@@ -628,6 +638,9 @@ impl Engine {
             self.release_offer(peer.id);
             // Whatever made it leave, its notes are released everywhere.
             self.midi_peer_left(peer.id);
+            if let Some(r) = self.recording.as_mut() {
+                r.recorder.peer_gone(Instant::now(), peer.id);
+            }
         }
         // Our own joiners hear who else is in the jam (crate::roster).
         if let HostEvent::Peer(p) = &e {
@@ -714,6 +727,7 @@ impl Engine {
                 }
             }
             Cmd::Midi(c) => self.on_midi_cmd(c),
+            Cmd::Record(on) => self.set_recording(on),
             Cmd::Reconfigure { live, done } => {
                 let max_peers = live.max_peers.max(1);
                 self.jam.set_limits(max_peers, max_pending(max_peers));

@@ -242,6 +242,44 @@ impl Hub {
         (out, notes)
     }
 
+    /// An edit the host itself made (the Record switch): applied like a
+    /// peer's `hunks` and relayed to every welcomed peer in `to`, with no
+    /// ack (nobody waits for one). A refused frame changes nothing.
+    pub fn host_edit(
+        &mut self,
+        body: &Value,
+        to: &[PeerId],
+        editor: &str,
+    ) -> (Vec<Action>, Vec<HubNote>) {
+        let mut out = Vec::new();
+        let mut notes = Vec::new();
+        match self.song.apply_hunks(body) {
+            Ok(r) if r.changed() => {
+                self.edits += 1;
+                self.last_editor = Some(editor.to_owned());
+                self.file_frame = None;
+                self.save();
+                notes.push(HubNote::Changed(self.view()));
+                relay(body, to, &mut out);
+            }
+            Ok(_) => {}
+            Err((why, _)) => notes.push(HubNote::Problem(format!("recording refused: {why}"))),
+        }
+        (out, notes)
+    }
+
+    /// The tempo at tick 0 (µs per quarter; 0 when the song has none).
+    pub fn first_tempo(&self) -> u32 {
+        self.song
+            .events()
+            .filter(|e| e.tick == 0)
+            .find_map(|e| match e.body {
+                song::event::Body::Tempo { micros_per_quarter } => Some(micros_per_quarter),
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+
     /// The machine id of the current presenter, when it is a peer.
     pub fn presenter(&self) -> Option<&str> {
         self.presenter.as_deref()

@@ -75,6 +75,10 @@ pub struct HostArgs {
     /// Continue the song saved by the last session (see --state-dir).
     #[arg(long = "continue")]
     pub continue_song: bool,
+    /// Record from the start: notes live-MIDI peers play go into the shared
+    /// song's "Live" track (stdin `record on` / `record off` switches it).
+    #[arg(long)]
+    pub record: bool,
     /// Where the host keeps its machine id and the saved song versions.
     /// Default: $XDG_STATE_HOME/midi-jam (or ~/.local/state/midi-jam).
     #[arg(long, env = "MIDI_RDV_STATE_DIR", value_name = "DIR")]
@@ -314,6 +318,9 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
             }
         }
     });
+    if args.record {
+        hosted.set_record(true).await;
+    }
     let hosted = Arc::new(hosted);
     // Commands on stdin, one per line: `kick <peer id> [reason]`,
     // `chat <text>`, `quit`. End of input (or no terminal) changes nothing.
@@ -339,6 +346,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
                 match parse_command(&line) {
                     Ok(Command::Kick(peer, reason)) => hosted.kick(peer.0, &reason).await,
                     Ok(Command::Chat(text)) => hosted.chat(&text).await,
+                    Ok(Command::Record(on)) => hosted.set_record(on).await,
                     Ok(Command::Quit) => {
                         let _ = quit_tx.send(()).await;
                         break;
@@ -376,6 +384,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
 enum Command {
     Kick(jam::protocol::PeerId, String),
     Chat(String),
+    Record(bool),
     Quit,
     Nothing,
 }
@@ -401,8 +410,13 @@ fn parse_command(line: &str) -> Result<Command, String> {
         "chat" if !rest.is_empty() => Ok(Command::Chat(rest.to_owned())),
         "chat" => Err("chat: nothing to say".to_owned()),
         "quit" | "stop" => Ok(Command::Quit),
+        "record" => match rest {
+            "on" => Ok(Command::Record(true)),
+            "off" => Ok(Command::Record(false)),
+            _ => Err("record: say on or off".to_owned()),
+        },
         other => Err(format!(
-            "unknown command {other:?}: use kick <id> [reason], chat <text> or quit"
+            "unknown command {other:?}: use kick <id> [reason], chat <text>, record on|off or quit"
         )),
     }
 }
@@ -431,6 +445,9 @@ mod tests {
 
     #[test]
     fn stdin_commands_parse_or_explain() {
+        assert_eq!(parse_command("record on"), Ok(Command::Record(true)));
+        assert_eq!(parse_command(" record  off "), Ok(Command::Record(false)));
+        assert!(parse_command("record loud").is_err());
         assert_eq!(
             parse_command("kick 3 too loud"),
             Ok(Command::Kick(jam::protocol::PeerId(3), "too loud".into()))

@@ -588,6 +588,9 @@ impl Engine {
                 .local_out
                 .fetch_add(out.local.len() as u64, Ordering::Relaxed);
             for d in out.local.drain(..) {
+                if let (Some(r), Some(p)) = (self.recording.as_mut(), peer_of(d.origin)) {
+                    r.recorder.message(Instant::now(), p, &d.message);
+                }
                 // No receiver is fine: the host may have no MIDI output.
                 let _ = self.live.shared.events.send(MidiEvent {
                     peer: peer_of(d.origin),

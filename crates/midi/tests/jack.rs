@@ -10,28 +10,82 @@ use std::time::{Duration, Instant};
 use midi::midir_ports::MidirSystem;
 use midi::ports::{input_queue, InputQueue, MidiStatus, MidiSystem, OutputPort};
 use midi::{MidiMessage, SysEx};
-use test_support::{wait_for, wait_until};
+use test_support::wait_until;
 
-struct Jackd(Child);
+/// A `jackd` child and the file its output goes to (shown when it fails).
+struct Jackd {
+    child: Child,
+    log: std::path::PathBuf,
+}
 
 impl Drop for Jackd {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
-fn start_jackd(server: &str) -> Jackd {
-    let child = Command::new("jackd")
-        .args([
-            "-n", server, "-r", "-d", "dummy", "-r", "48000", "-p", "128",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("jackd (Debian: jackd2) must be installed");
-    Jackd(child)
+impl Jackd {
+    fn start(server: &str) -> Jackd {
+        let log = std::env::temp_dir().join(format!("{server}.jackd.log"));
+        let out = std::fs::File::create(&log).expect("create the jackd log");
+        let err = out.try_clone().expect("clone the log handle");
+        let child = Command::new("jackd")
+            .args([
+                "-n", server, "-r", "-d", "dummy", "-r", "48000", "-p", "128",
+            ])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("jackd (Debian: jackd2) must be installed");
+        Jackd { child, log }
+    }
+
+    /// What went wrong, for the failure message: whether the server
+    /// exited, and what it printed.
+    fn report(&mut self) -> String {
+        let state = match self.child.try_wait() {
+            Ok(Some(status)) => format!("jackd exited ({status})"),
+            Ok(None) => "jackd still running".to_owned(),
+            Err(e) => format!("jackd state unknown ({e})"),
+        };
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        format!("{state}; its output:\n{log}")
+    }
+}
+
+/// Starts a server under a name of its own and waits until `sys` reaches
+/// it. A server that has not come up in time (seen once in CI, on a loaded
+/// machine, with no trace of why) is replaced by a fresh one under a new
+/// name; after the last try the failure carries every server's output.
+fn jack_up(sys_name: &str) -> (Jackd, MidirSystem) {
+    let mut reports = Vec::new();
+    for attempt in 1..=3 {
+        let server = format!("jamtest{}-{attempt}", std::process::id());
+        // libjack reads the server name from the environment.
+        std::env::set_var("JACK_DEFAULT_SERVER", &server);
+        std::env::set_var("JACK_NO_START_SERVER", "1");
+        let mut jackd = Jackd::start(&server);
+        let sys = MidirSystem::new(sys_name);
+        let t0 = Instant::now();
+        // Stops early when the server has exited: no use waiting for it.
+        wait_until(Duration::from_secs(20), Duration::from_millis(50), || {
+            sys.status() == MidiStatus::Available || !matches!(jackd.child.try_wait(), Ok(None))
+        });
+        if sys.status() == MidiStatus::Available {
+            eprintln!("JACK server {server} up in {:?}", t0.elapsed());
+            return (jackd, sys);
+        }
+        let report = jackd.report();
+        eprintln!("attempt {attempt}: JACK did not come up; {report}");
+        reports.push(report);
+    }
+    panic!(
+        "JACK never came up in 3 tries:\n{}",
+        reports.join("\n---\n")
+    );
 }
 
 /// Waits until JACK carries what `out` sends to the input behind `q`: a
@@ -53,15 +107,7 @@ fn connected(out: &mut dyn OutputPort, q: &InputQueue) {
 
 #[test]
 fn virtual_ports_carry_messages_through_jack() {
-    let server = format!("jamtest{}", std::process::id());
-    // libjack reads the server name from the environment.
-    std::env::set_var("JACK_DEFAULT_SERVER", &server);
-    std::env::set_var("JACK_NO_START_SERVER", "1");
-    let _jackd = start_jackd(&server);
-    let sys = MidirSystem::new("jam-test");
-    wait_for("JACK to come up", Duration::from_secs(10), || {
-        sys.status() == MidiStatus::Available
-    });
+    let (_jackd, sys) = jack_up("jam-test");
 
     // Our virtual output, heard by our own input connected to it.
     let mut out = sys

@@ -73,7 +73,7 @@ mod harness {
         let proxy = tokio::spawn(async move {
             let mut next = 0usize;
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     return;
                 };
                 let target = backends[next % 2];

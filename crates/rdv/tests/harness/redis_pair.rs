@@ -16,6 +16,10 @@ use rdv::{Clock, Config, ManualClock, Rendezvous, RunningServer, SystemClock};
 use test_support::redis::{redis_available, RedisServer};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Requests alternate between two instances: per-instance figures (request
+/// counters, long-poll waiters) differ from one server's.
+pub const ONE_INSTANCE: bool = false;
+
 /// Two instances on one Redis behind a round-robin proxy, which is
 /// what the suite sees as "the server".
 pub struct Server {

@@ -380,14 +380,17 @@ async fn sessions_survive_a_restart_of_the_server() {
 
 #[tokio::test]
 async fn a_bad_store_url_is_refused_at_startup() {
-    let out = Command::new(BIN)
-        .args(["serve", "--bind", "127.0.0.1", "--port", "0"])
-        .args(["--store", "http://not-redis"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("store"), "{err}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(STARTUP_PREFIX));
+    // Not Redis at all, and TLS, which is not compiled in.
+    for url in ["http://not-redis", "rediss://127.0.0.1:6379/0"] {
+        let out = Command::new(BIN)
+            .args(["serve", "--bind", "127.0.0.1", "--port", "0"])
+            .args(["--store", url])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{url} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("invalid store URL"), "{url}: {err}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains(STARTUP_PREFIX));
+    }
 }

@@ -46,7 +46,10 @@ const CODE_CANDIDATES: usize = 64;
 /// Where the shared store is and which key namespace it uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// `redis://host:port/db` (or `rediss://`, `valkey://`).
+    /// `redis://[:password@]host:port/db` (or `valkey://`, or a Unix
+    /// socket `redis+unix:///path`). No TLS (`rediss://`) is compiled in:
+    /// the store is meant to sit on a private network next to the
+    /// instances.
     pub url: String,
     /// Prefix of every key and of the wake-up channel, so several
     /// deployments (or tests) can share one Redis.
@@ -62,10 +65,12 @@ pub const DEFAULT_PREFIX: &str = "midi-rdv:";
 pub struct StoreDown;
 
 /// Checks that `url` is a Redis URL the client accepts, without connecting.
+/// The message leaves the URL out: it may carry the store's password, and
+/// it would end up in the service's journal.
 pub fn validate_url(url: &str) -> Result<(), String> {
     redis::Client::open(url)
         .map(|_| ())
-        .map_err(|e| format!("invalid store URL {url:?}: {e}"))
+        .map_err(|e| format!("invalid store URL: {e}"))
 }
 
 struct Scripts {
@@ -163,7 +168,7 @@ impl RedisStore {
     /// only makes requests answer 503 until it is up. Needs a Tokio runtime.
     pub fn new(config: &RedisConfig, limits: TableLimits) -> Result<RedisStore, String> {
         let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| format!("invalid store URL {:?}: {e}", config.url))?;
+            .map_err(|e| format!("invalid store URL: {e}"))?;
         let cm = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
             .set_response_timeout(Some(COMMAND_TIMEOUT))

@@ -10,8 +10,12 @@
 //!
 //! Time stays the server's: each call passes `now` in. It is the wall clock
 //! in milliseconds (the only time every instance, and a restarted one,
-//! agrees on), and expiry times are stored as numbers; Redis' own key
-//! expiry is only garbage collection, set a margin past the logical one.
+//! agrees on), and expiry times are stored as numbers. Sessions get no
+//! Redis expiry at all: the per-source and total counters are given back by
+//! the script that removes a session (the sweep, or any access after the
+//! end), so a key Redis dropped by itself would leave them counted for
+//! ever. A store whose instances all stopped keeps its sessions until the
+//! next instance sweeps them; the caps bound what that can be.
 //!
 //! Failure is bounded: one multiplexed connection per instance (plus one
 //! for pub/sub), each call given [`COMMAND_TIMEOUT`]; a call that fails or
@@ -35,9 +39,13 @@ use crate::table::{
 /// How long one Redis call may take before the request is answered 503.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Redis' own expiry is set this far past a key's logical expiry: it only
-/// collects what no sweep removed (a store nobody serves any more).
+/// The guessing counters' Redis expiry is set this far past their window
+/// and lockout: garbage collection only (they are self-contained).
 const GC_MARGIN_MS: u64 = 10 * 60 * 1000;
+
+/// Sweep calls per sweep tick at most (each removes up to 128 expired
+/// sessions; the next call runs only while the last one found a full batch).
+const SWEEP_CALLS_PER_TICK: usize = 32;
 
 /// Candidate codes sent with each create: the script takes the first one
 /// not live (as the table re-rolls up to 64 times).
@@ -452,10 +460,19 @@ impl RedisStore {
         v.get(1).and_then(text).map(Some).ok_or(StoreDown)
     }
 
-    /// Removes a bounded number of expired sessions; returns how many.
+    /// Removes expired sessions in bounded batches (one script call each,
+    /// so no call holds Redis long); returns how many.
     pub async fn sweep(&self, now: Millis) -> Result<u64, StoreDown> {
-        let v = self.run(&self.scripts.sweep, now, &[]).await?;
-        Ok(int(&v).unwrap_or(0).max(0) as u64)
+        let mut total = 0;
+        for _ in 0..SWEEP_CALLS_PER_TICK {
+            let v = self.run(&self.scripts.sweep, now, &[]).await?;
+            let n = int(&v).unwrap_or(0).max(0) as u64;
+            total += n;
+            if n < 128 {
+                break;
+            }
+        }
+        Ok(total)
     }
 
     pub async fn stats(&self, now: Millis) -> Result<StoreStats, StoreDown> {

@@ -110,3 +110,51 @@ async fn the_in_process_host_api_refuses_a_shared_store() {
         Err(CreateError::NeedsMemoryStore)
     );
 }
+
+#[tokio::test]
+async fn sessions_left_by_stopped_instances_are_swept_and_give_their_budgets_back() {
+    if !redis_available("redis_store::swept_later") {
+        return;
+    }
+    let redis = RedisServer::start(false);
+    let clock = rdv::ManualClock::new();
+    let config = Config {
+        sweep_interval: Duration::from_millis(50),
+        ..shared(&redis.url(), "g:")
+    };
+    let start_on_clock = |config: Config| {
+        RunningServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            Rendezvous::with_clock(config, clock.clone()),
+        )
+    };
+    let a = start_on_clock(config.clone()).await.unwrap();
+    let c = client();
+    let (code, _) = open_session(&c, &a.url(), "gone").await;
+    let r = common::post(
+        &c,
+        &format!("{}/code/{code}/joiner-offer", a.url()),
+        serde_json::json!({"joinerId": "joiner-000000009", "sdp": common::fake_sdp("g")}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let m = get(&c, &format!("{}/metrics", a.url())).await.text;
+    assert_eq!(gauge(&m, "rdv_sessions"), "1");
+    assert_ne!(gauge(&m, "rdv_sdp_bytes"), "0");
+    a.stop().await.unwrap();
+    // Nobody serves the store while the session's lifetime runs out; the
+    // next instance's sweep removes it and gives its bytes back.
+    clock.advance(Duration::from_secs(301));
+    let b = start_on_clock(config).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = get(&c, &format!("{}/metrics", b.url())).await.text;
+        if gauge(&m, "rdv_sessions") == "0" && gauge(&m, "rdv_sdp_bytes") == "0" {
+            assert_eq!(gauge(&m, "rdv_sessions_expired_total"), "1");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not swept:\n{m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.stop().await.unwrap();
+}

@@ -1,7 +1,11 @@
 -- Shared by every script of the Redis store (prepended by redis_store.rs).
 -- One script per operation, so each is atomic: Redis runs a script alone.
 -- Time is the server's (ARGV[2], wall milliseconds shared by every
--- instance); Redis' own expiry (PX) is garbage collection with a margin.
+-- instance). Sessions carry no Redis expiry: the counters behind the caps
+-- (sessions and SDP bytes per source, bytes in total) must be given back by
+-- the same script that removes a session, which the sweep does; a key that
+-- Redis dropped on its own would leave them counted for ever. Only the
+-- guessing counters, which nothing else refers to, expire in Redis.
 -- Keys are built here from the prefix: the store targets one Redis (or
 -- Valkey) server, not a cluster.
 local P = ARGV[1]
@@ -62,9 +66,7 @@ local function load(code)
 end
 
 local function save(code, s)
-  local left = s.exp - now
-  if left < 1 then left = 1 end
-  redis.call('SET', S(code), cmsgpack.pack(s), 'PX', left + GC_MARGIN)
+  redis.call('SET', S(code), cmsgpack.pack(s))
 end
 
 local function drop_record_offer(j)

@@ -294,6 +294,7 @@ async fn a_redis_restart_mid_session_costs_a_clear_503_and_the_join_completes() 
             "{url} took {:?}",
             t.elapsed()
         );
+        eprintln!("Redis down: 503 in {:?}", t.elapsed());
     }
     let r = post(
         &c,
@@ -307,7 +308,8 @@ async fn a_redis_restart_mid_session_costs_a_clear_503_and_the_join_completes() 
 
     redis.restart();
     // Back on its own: the session is still there and the join completes.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let back = Instant::now();
+    let deadline = back + Duration::from_secs(10);
     let r = loop {
         let r = get(&c, &format!("{}/code/{code}", a.url)).await;
         if r.status != 503 || Instant::now() > deadline {
@@ -316,6 +318,7 @@ async fn a_redis_restart_mid_session_costs_a_clear_503_and_the_join_completes() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(r.status, 200, "after the restart: {}", r.text);
+    eprintln!("Redis back: served again within {:?}", back.elapsed());
     let r = c
         .get(offers_url(&a.url, &code))
         .bearer_auth(&token)

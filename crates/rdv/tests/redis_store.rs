@@ -158,3 +158,42 @@ async fn sessions_left_by_stopped_instances_are_swept_and_give_their_budgets_bac
     }
     b.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_store_that_hangs_answers_503_within_the_command_timeout_then_serves_again() {
+    if !redis_available("redis_store::hung_store") {
+        return;
+    }
+    let redis = RedisServer::start(false);
+    let s = start(shared(&redis.url(), "hang:")).await;
+    let c = client();
+    let (code, _) = open_session(&c, &s.url(), "host").await;
+    let pid = redis.pid().unwrap();
+    // Stopped, not gone: connections stay open and nothing answers.
+    test_support::send_signal(pid, "STOP");
+    let t = Instant::now();
+    let r = get(&c, &format!("{}/code/{code}", s.url())).await;
+    let took = t.elapsed();
+    test_support::send_signal(pid, "CONT");
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.error(), "session store unavailable; try again");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(3),
+        "answered after {took:?}"
+    );
+    eprintln!("hung store: 503 after {took:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(&c, &format!("{}/code/{code}", s.url())).await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {}: {}", r.status, r.text);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "hung store: served again {:?} after it resumed",
+        t.elapsed() - took
+    );
+    s.stop().await.unwrap();
+}

@@ -74,6 +74,29 @@ done
 
 [ "$mode" = run ] && exit 0
 
+# redis-server: the shared store tests (crates/rdv/tests/conformance_redis.rs,
+# crates/midi-rdv/tests/serve_redis.rs) start their own on 127.0.0.1 with a
+# free port and a temp folder. The package must not leave a service of its
+# own running: a policy-rc.d refuses every service start during the install
+# (only when none is in place already), and any redis-server.service is
+# disabled so no boot starts one either.
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "setup: installing redis-server (no service started)"
+  policy=/usr/sbin/policy-rc.d
+  own_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+    own_policy=1
+  fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  [ "$own_policy" = 1 ] && $SUDO rm -f "$policy"
+  if command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable --now redis-server.service >/dev/null 2>&1 || true
+  fi
+fi
+
 # The Windows target, for `cargo check --target x86_64-pc-windows-gnu`.
 if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-pc-windows-gnu; then
   rustup target add x86_64-pc-windows-gnu >/dev/null

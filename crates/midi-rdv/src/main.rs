@@ -5,6 +5,7 @@
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -153,9 +154,31 @@ struct ServeArgs {
     /// (idle connections and half-sent requests are dropped at once).
     #[arg(long, env = "MIDI_RDV_SHUTDOWN_GRACE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     shutdown_grace_secs: u64,
+    /// Keep sessions in a shared Redis or Valkey (redis://host:port/db) instead of in memory, so several
+    /// instances behind one load balancer serve one set of sessions and sessions survive a restart.
+    /// Blank: in memory (the default, and the fastest).
+    #[arg(long, env = "MIDI_RDV_STORE", default_value = "")]
+    store: String,
+    /// Prefix of every key (and of the wake-up channel) in the shared store: instances with the same
+    /// store and prefix serve the same sessions.
+    #[arg(long, env = "MIDI_RDV_STORE_PREFIX", default_value = rdv::redis_store::DEFAULT_PREFIX)]
+    store_prefix: String,
 }
 
 impl ServeArgs {
+    /// The shared store named by `--store`, if any (blank means memory).
+    fn store(&self) -> Result<Option<rdv::redis_store::RedisConfig>, String> {
+        let url = self.store.trim();
+        if url.is_empty() {
+            return Ok(None);
+        }
+        rdv::redis_store::validate_url(url)?;
+        Ok(Some(rdv::redis_store::RedisConfig {
+            url: url.to_owned(),
+            prefix: self.store_prefix.clone(),
+        }))
+    }
+
     fn config(&self) -> Config {
         let to_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
         let max_peers = to_usize(self.max_peers);
@@ -264,7 +287,8 @@ async fn shutdown_signal() {
 
 async fn run_serve(args: ServeArgs) -> Result<(), String> {
     init_logging(&args)?;
-    let config = args.config();
+    let mut config = args.config();
+    config.store = args.store()?;
     if let Some(files) = &config.tls {
         rdv::tls::check_files(files).map_err(|e| format!("cannot use the TLS files: {e}"))?;
     }
@@ -273,7 +297,8 @@ async fn run_serve(args: ServeArgs) -> Result<(), String> {
     } else {
         "http"
     };
-    let rdv = Rendezvous::new(config);
+    let store = config.store.clone();
+    let rdv = Rendezvous::try_with_clock(config, Arc::new(rdv::SystemClock::new()))?;
     let bind = SocketAddr::new(args.bind, args.port);
     let listener = tokio::net::TcpListener::bind(bind)
         .await
@@ -295,6 +320,9 @@ async fn run_serve(args: ServeArgs) -> Result<(), String> {
         }
     }
     tracing::info!(%addr, base_path = %base, ttl_secs = args.ttl_secs, "rendezvous ready");
+    if let Some(store) = &store {
+        tracing::info!(prefix = %store.prefix, "sessions in the shared store");
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(rdv::serve(listener, rdv, async move {

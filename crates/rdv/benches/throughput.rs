@@ -9,7 +9,13 @@
 //! - the same load against a bare hyper "hello" server returning a small
 //!   JSON body, and the ratio rdv/hyper;
 //! - whole joins against rdv: session, verify, offer, offers poll, answer,
-//!   answer poll (6 requests per join, each on a fresh session).
+//!   answer poll (6 requests per join, each on a fresh session);
+//! - both stores side by side: `GET /code/<c>` (a store read) and whole
+//!   joins on one in-memory instance, then on two instances sharing one
+//!   real `redis-server` on loopback, connections spread over both (each
+//!   join's six requests on one connection, so on one instance; the
+//!   instances share the store, not the joins). Skipped, saying so, when
+//!   no `redis-server` is installed.
 //!
 //! The servers and the load generator run on separate tokio runtimes
 //! (half the CPUs each), so the generator does not steal the server's
@@ -275,6 +281,22 @@ async fn drive(addr: SocketAddr, conn: usize, work: Workload, until: Instant) ->
     t
 }
 
+/// The instances a run spreads its connections over (round robin).
+#[derive(Clone)]
+struct Addrs(Vec<SocketAddr>);
+
+impl From<SocketAddr> for Addrs {
+    fn from(a: SocketAddr) -> Addrs {
+        Addrs(vec![a])
+    }
+}
+
+impl From<Vec<SocketAddr>> for Addrs {
+    fn from(a: Vec<SocketAddr>) -> Addrs {
+        Addrs(a)
+    }
+}
+
 struct Measured {
     ops_per_sec: f64,
     req_per_sec: f64,
@@ -286,14 +308,14 @@ struct Measured {
 /// Runs `work` on `conns` connections for `warmup`, then again for `dur`,
 /// and reports the second run.
 async fn measure(
-    addr: SocketAddr,
+    addr: impl Into<Addrs> + Clone,
     conns: usize,
     work: Workload,
     warmup: Duration,
     dur: Duration,
 ) -> Measured {
     if !warmup.is_zero() {
-        run(addr, conns, work.clone(), warmup).await;
+        run(addr.clone(), conns, work.clone(), warmup).await;
     }
     let (tallies, elapsed) = run(addr, conns, work.clone(), dur).await;
     let ops: u64 = tallies.iter().map(|t| t.ops).sum();
@@ -319,15 +341,16 @@ async fn measure(
 }
 
 async fn run(
-    addr: SocketAddr,
+    addr: impl Into<Addrs>,
     conns: usize,
     work: Workload,
     dur: Duration,
 ) -> (Vec<Tally>, Duration) {
+    let addrs = addr.into().0;
     let started = Instant::now();
     let until = started + dur;
     let tasks: Vec<_> = (0..conns)
-        .map(|c| tokio::spawn(drive(addr, c, work.clone(), until)))
+        .map(|c| tokio::spawn(drive(addrs[c % addrs.len()], c, work.clone(), until)))
         .collect();
     let mut tallies = Vec::with_capacity(conns);
     for t in tasks {
@@ -373,28 +396,31 @@ fn main() {
         .expect("start rdv");
     // Joins on one whose caps admit every session the run opens from
     // 127.0.0.1 (the per-source cap is 64 by default).
-    let join_rdv = server_rt
-        .block_on(RunningServer::start(
-            "127.0.0.1:0".parse().unwrap(),
-            Rendezvous::new(Config {
-                // A join takes milliseconds; a 2 s lifetime swept twice a
-                // second keeps the live set (and code-space occupancy) small
-                // however fast the machine is.
-                table: TableLimits {
-                    ttl: Duration::from_secs(2),
-                    max_sessions: 600_000,
-                    max_sessions_per_source: 600_000,
-                    // One load generator on 127.0.0.1 stands for many
-                    // clients: the per-source SDP budget would refuse it.
-                    max_sdp_bytes_per_source: usize::MAX,
-                    max_sdp_bytes_total: usize::MAX,
-                    ..TableLimits::default()
-                },
-                sweep_interval: Duration::from_millis(500),
-                ..Config::default()
-            }),
-        ))
-        .expect("start rdv");
+    let join_config = Config {
+        // A join takes milliseconds; a 2 s lifetime swept twice a
+        // second keeps the live set (and code-space occupancy) small
+        // however fast the machine is.
+        table: TableLimits {
+            ttl: Duration::from_secs(2),
+            max_sessions: 600_000,
+            max_sessions_per_source: 600_000,
+            // One load generator on 127.0.0.1 stands for many
+            // clients: the per-source SDP budget would refuse it.
+            max_sdp_bytes_per_source: usize::MAX / 2,
+            max_sdp_bytes_total: usize::MAX / 2,
+            ..TableLimits::default()
+        },
+        sweep_interval: Duration::from_millis(500),
+        ..Config::default()
+    };
+    let start = |config: Config| {
+        server_rt
+            .block_on(async {
+                RunningServer::start("127.0.0.1:0".parse().unwrap(), Rendezvous::new(config)).await
+            })
+            .expect("start rdv")
+    };
+    let join_rdv = start(join_config.clone());
     let hyper_addr = server_rt.block_on(start_hyper_hello());
 
     println!(
@@ -439,6 +465,81 @@ fn main() {
             .unwrap_or("?")
     );
 
+    // Both stores side by side: a store read and whole joins, on one
+    // in-memory instance, then on two instances sharing one redis-server.
+    println!();
+    if !test_support::redis::redis_available("throughput: stores side by side") {
+        let _ = server_rt.block_on(health_rdv.stop());
+        let _ = server_rt.block_on(join_rdv.stop());
+        return;
+    }
+    let redis = test_support::redis::RedisServer::start(false);
+    let shared = Config {
+        store: Some(rdv::redis_store::RedisConfig {
+            url: redis.url(),
+            prefix: "bench:".into(),
+        }),
+        // Sessions of 60 s: the read workload polls one for the whole run.
+        table: TableLimits {
+            ttl: Duration::from_secs(60),
+            ..join_config.table.clone()
+        },
+        ..join_config.clone()
+    };
+    let lookup_mem = start(Config {
+        table: shared.table.clone(),
+        ..join_config.clone()
+    });
+    let pair = [start(shared.clone()), start(shared)];
+    let pair_addrs: Vec<SocketAddr> = pair.iter().map(|s| s.addr).collect();
+    // One live session per side to read.
+    let code_on = |addr: SocketAddr| -> &'static str {
+        let body = json!({"sessionId": "bench", "displayName": "Read me"}).to_string();
+        let created = load_rt.block_on(async {
+            let mut tx = connect(addr).await;
+            call(
+                &mut tx,
+                &addr.to_string(),
+                Method::POST,
+                "/session",
+                Some(body.into_bytes()),
+            )
+            .await
+        });
+        let (_, bytes) = created.expect("open a session to read");
+        let v: Value = serde_json::from_slice(&bytes).expect("session JSON");
+        let path = format!("/code/{}", v["code"].as_str().expect("a code"));
+        Box::leak(path.into_boxed_str())
+    };
+    let mem_read = Workload::Get(code_on(lookup_mem.addr));
+    let redis_read = Workload::Get(code_on(pair_addrs[0]));
+    println!(
+        "stores side by side ({conns} connections; redis-server on 127.0.0.1, no persistence)"
+    );
+    println!(
+        "{:<28} {:>5} {:>11} {:>11} {:>8} {:>8} {:>7}",
+        "workload", "conns", "ops/s", "requests/s", "p50 ms", "p99 ms", "errors"
+    );
+    println!("{}", "-".repeat(84));
+    let mem_r = load_rt.block_on(measure(lookup_mem.addr, conns, mem_read, warmup, dur));
+    row("GET /code/<c> memory x1", conns, &mem_r);
+    let red_r = load_rt.block_on(measure(pair_addrs.clone(), conns, redis_read, warmup, dur));
+    row("GET /code/<c> redis x2", conns, &red_r);
+    row("join (6 req)  memory x1", conns, &joins);
+    let red_j = load_rt.block_on(measure(pair_addrs, conns, Workload::Join, warmup, dur));
+    row("join (6 req)  redis x2", conns, &red_j);
+    println!("{}", "-".repeat(84));
+    println!(
+        "redis x2 / memory x1: reads {:.2}, joins {:.2}",
+        red_r.req_per_sec / mem_r.req_per_sec,
+        red_j.ops_per_sec / joins.ops_per_sec
+    );
+
     let _ = server_rt.block_on(health_rdv.stop());
     let _ = server_rt.block_on(join_rdv.stop());
+    let _ = server_rt.block_on(lookup_mem.stop());
+    for s in pair {
+        let _ = server_rt.block_on(s.stop());
+    }
+    drop(redis);
 }

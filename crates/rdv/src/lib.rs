@@ -8,6 +8,8 @@
 //! - [`wire`]: body parsing and response shapes, byte-compatible with the
 //!   public Worker.
 //! - [`server`]: the axum handler, long-polls, metrics and graceful shutdown.
+//! - [`redis_store`]: the optional shared store (Redis or Valkey) that
+//!   lets several instances serve one set of sessions.
 //! - `accept` (private), [`conn`] and [`tls`]: the connection layer of an
 //!   open-internet server: HTTP/1.1 only, header and body deadlines,
 //!   per-source connection caps, JSON errors from the HTTP layer, HTTPS.
@@ -23,6 +25,7 @@ pub mod guard;
 mod in_process;
 pub mod join_page;
 pub mod metrics;
+pub mod redis_store;
 pub mod server;
 pub mod table;
 pub mod tls;

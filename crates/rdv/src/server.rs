@@ -29,7 +29,11 @@ use crate::code::{is_valid_joiner_id, Code, OsEntropy};
 use crate::conn::Peer;
 use crate::guard::{source_key_prefix, GuardLimits, GuessGuard};
 use crate::metrics::{Gauges, Metrics, Route};
-use crate::table::{AnswerError, Change, CreateError, HostError, OfferError, Table, TableLimits};
+use crate::redis_store::{RedisConfig, RedisStore, StoreDown};
+use crate::table::{
+    AnswerError, Change, CreateError, HostError, OfferError, OfferList, SessionInfo, Table,
+    TableLimits,
+};
 use crate::wire::{self, BodyError, JoinerSdp, NewSession};
 
 /// Extensions advertised in `/health` so a client can detect them.
@@ -118,6 +122,12 @@ pub struct Config {
     /// What the browser join page (`/join`) is told to use for ICE: the
     /// host's STUN/TURN list (empty on a LAN), changeable while serving.
     pub join_ice_servers: crate::join_page::JoinIce,
+    /// Where sessions live. None: in this process's memory (the default and
+    /// the fastest). Some: a Redis (or Valkey) shared by every instance
+    /// that names it, so instances behind one load balancer serve one set
+    /// of sessions and sessions survive a restart. The in-process host API
+    /// ([`Rendezvous::host_open`] and the rest) works on memory only.
+    pub store: Option<RedisConfig>,
 }
 
 impl Default for Config {
@@ -144,6 +154,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(5),
             tls: None,
             join_ice_servers: Default::default(),
+            store: None,
         }
     }
 }
@@ -168,6 +179,9 @@ struct Shared {
     clock: Arc<dyn Clock>,
     table: Mutex<Table>,
     guard: Mutex<GuessGuard>,
+    /// The shared store when configured; then `table` and `guard` stay
+    /// empty and every HTTP route goes through the store instead.
+    store: Option<Arc<RedisStore>>,
     metrics: Metrics,
     /// One `Notify` per code that has long-poll waiters, removed with the
     /// last waiter, so the map is bounded by `max_waiters`.
@@ -201,11 +215,32 @@ impl Rendezvous {
 
     /// A rendezvous on a given clock: tests pass a
     /// [`ManualClock`](crate::clock::ManualClock) to drive lifetimes.
-    pub fn with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Self {
+    ///
+    /// # Panics
+    ///
+    /// When `config.store` names a Redis by a URL the client refuses, or is
+    /// set outside a Tokio runtime; [`Rendezvous::try_with_clock`] reports
+    /// the first instead.
+    pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Self {
+        match Self::try_with_clock(config, clock) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`Rendezvous::with_clock`], with a bad store URL as an error. The
+    /// store connects lazily: a Redis that is down now only makes requests
+    /// answer 503 until it is up.
+    pub fn try_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Result<Self, String> {
         config.base_path = Config::normalized_base_path(&config.base_path);
         let (shutdown, _) = watch::channel(false);
-        Rendezvous {
+        let store = match &config.store {
+            None => None,
+            Some(rc) => Some(Arc::new(RedisStore::new(rc, config.table.clone())?)),
+        };
+        Ok(Rendezvous {
             inner: Arc::new(Shared {
+                store,
                 table: Mutex::new(Table::new(config.table.clone())),
                 guard: Mutex::new(GuessGuard::new(config.guard.clone())),
                 config,
@@ -216,7 +251,12 @@ impl Rendezvous {
                 closing: AtomicBool::new(false),
                 shutdown,
             }),
-        }
+        })
+    }
+
+    /// Whether sessions live in a shared store rather than in memory.
+    pub fn has_shared_store(&self) -> bool {
+        self.inner.store.is_some()
     }
 
     pub fn config(&self) -> &Config {
@@ -271,6 +311,17 @@ impl Rendezvous {
         self.inner.shutdown.send_replace(true);
     }
 
+    /// [`Rendezvous::sweep`] for either store: the shared one removes a
+    /// bounded batch of expired sessions and announces each on its channel.
+    async fn sweep_any(&self) {
+        match &self.inner.store {
+            None => self.sweep(),
+            Some(r) => {
+                let _ = r.sweep(self.wall_now()).await;
+            }
+        }
+    }
+
     /// Drops expired sessions and stale guard entries, and wakes waiters on
     /// sessions that just expired so they answer 404 promptly.
     pub fn sweep(&self) {
@@ -282,7 +333,29 @@ impl Rendezvous {
         }
     }
 
-    /// The `/metrics` page.
+    /// The `/metrics` page for either store. With the shared store the
+    /// gauges are the store's (sessions, SDP bytes and the totals, for all
+    /// instances); offers and records are not counted there (0).
+    async fn metrics_any(&self) -> String {
+        let Some(r) = &self.inner.store else {
+            return self.metrics_text();
+        };
+        let st = r.stats(self.wall_now()).await.unwrap_or_default();
+        self.inner.metrics.render(Gauges {
+            sessions: st.sessions,
+            live_offers: 0,
+            records: 0,
+            waiters: self.inner.waiter_count.load(Ordering::SeqCst),
+            guard_tracked: 0,
+            guard_locked: 0,
+            sessions_expired_total: st.expired_total,
+            lockouts_total: st.lockouts_total,
+            sessions_evicted_total: st.evicted_total,
+            sdp_bytes: st.sdp_bytes,
+        })
+    }
+
+    /// The `/metrics` page of the in-memory store.
     pub fn metrics_text(&self) -> String {
         let now = self.inner.clock.now();
         let (stats, expired, evicted, sdp_bytes) = {
@@ -320,6 +393,8 @@ impl Rendezvous {
     // wake-ups as HTTP clients.
 
     /// Opens a session as the in-process host (no per-source limit applies).
+    /// Refused on a rendezvous with a shared store: the in-process host
+    /// API works on the in-memory table only.
     pub fn host_open(
         &self,
         session_id: &str,
@@ -331,6 +406,9 @@ impl Rendezvous {
             display_name: wire::truncate_utf16(display_name, wire::MAX_DISPLAY_NAME_UNITS)
                 .to_owned(),
         };
+        if self.inner.store.is_some() {
+            return Err(CreateError::NeedsMemoryStore);
+        }
         let now = self.inner.clock.now();
         let created = {
             let mut t = lock(&self.inner.table);
@@ -357,7 +435,7 @@ impl Rendezvous {
         self.wait_for(code, wait, || {
             let now = self.inner.clock.now();
             let list = lock(&self.inner.table).list_offers(now, code, Some(host_token));
-            match list {
+            std::future::ready(match list {
                 None => (None, true),
                 Some(l) => {
                     let fresh: Vec<_> = l
@@ -368,7 +446,7 @@ impl Rendezvous {
                     let ready = !fresh.is_empty();
                     (Some(fresh), ready)
                 }
-            }
+            })
         })
         .await
     }
@@ -415,6 +493,94 @@ impl Rendezvous {
         }
     }
 
+    /// Wakes every local long-poll (each re-reads its state): after the
+    /// store's wake-up channel was lost, announcements may have been missed.
+    fn wake_all(&self) {
+        for n in lock(&self.inner.waiters).values() {
+            n.notify_waiters();
+        }
+    }
+
+    /// `now` for the shared store: wall-clock milliseconds, the one time
+    /// base every instance (and a restarted one) shares.
+    fn wall_now(&self) -> crate::clock::Millis {
+        crate::clock::Millis(self.inner.clock.wall_ms())
+    }
+
+    // ---- Store dispatch --------------------------------------------------
+    //
+    // Each HTTP route's state operation, on memory (one short lock, no
+    // await) or on the shared store (one script). With the shared store the
+    // scripts announce every change on the wake-up channel, which each
+    // instance's follower turns into local wake-ups (this one's included).
+
+    async fn st_lookup(&self, code: Code) -> Result<Option<SessionInfo>, StoreDown> {
+        match &self.inner.store {
+            None => Ok(lock(&self.inner.table).lookup(self.inner.clock.now(), code)),
+            Some(r) => r.lookup(self.wall_now(), code).await,
+        }
+    }
+
+    async fn st_exists(&self, code: Code) -> Result<bool, StoreDown> {
+        match &self.inner.store {
+            None => Ok(lock(&self.inner.table).exists(self.inner.clock.now(), code)),
+            Some(r) => Ok(r.lookup(self.wall_now(), code).await?.is_some()),
+        }
+    }
+
+    async fn st_check_host(
+        &self,
+        code: Code,
+        bearer: Option<&str>,
+    ) -> Result<Result<(), HostError>, StoreDown> {
+        match &self.inner.store {
+            None => Ok(lock(&self.inner.table).check_host(self.inner.clock.now(), code, bearer)),
+            Some(r) => Ok(match r.host_check(self.wall_now(), code, bearer).await? {
+                None => Err(HostError::NoSession),
+                Some(h) if !h.host => Err(HostError::TokenRequired),
+                Some(_) => Ok(()),
+            }),
+        }
+    }
+
+    async fn st_is_token_holder(
+        &self,
+        code: Code,
+        bearer: Option<&str>,
+    ) -> Result<bool, StoreDown> {
+        match &self.inner.store {
+            None => {
+                Ok(lock(&self.inner.table).is_token_holder(self.inner.clock.now(), code, bearer))
+            }
+            Some(r) => {
+                if bearer.is_none() {
+                    return Ok(false);
+                }
+                Ok(r.host_check(self.wall_now(), code, bearer)
+                    .await?
+                    .is_some_and(|h| h.holder))
+            }
+        }
+    }
+
+    async fn st_list_offers(
+        &self,
+        code: Code,
+        bearer: Option<&str>,
+    ) -> Result<Option<OfferList>, StoreDown> {
+        match &self.inner.store {
+            None => Ok(lock(&self.inner.table).list_offers(self.inner.clock.now(), code, bearer)),
+            Some(r) => r.list_offers(self.wall_now(), code, bearer).await,
+        }
+    }
+
+    async fn st_answer(&self, code: Code, joiner_id: &str) -> Result<Option<String>, StoreDown> {
+        match &self.inner.store {
+            None => Ok(lock(&self.inner.table).answer(self.inner.clock.now(), code, joiner_id)),
+            Some(r) => r.answer(self.wall_now(), code, joiner_id).await,
+        }
+    }
+
     /// Answers one request. Never fails: every outcome is a response.
     async fn dispatch(&self, req: Request) -> Routed {
         if req.method() == Method::OPTIONS {
@@ -446,9 +612,9 @@ impl Rendezvous {
                     json(StatusCode::OK, &wire::StatusBody { status: "ready" })
                 }
             }
-            Matched::Metrics => text(self.metrics_text()),
+            Matched::Metrics => text(self.metrics_any().await),
             Matched::Session => self.create_session(req, source).await,
-            Matched::Code(code) => self.lookup(code, source),
+            Matched::Code(code) => self.lookup(code, source).await,
             Matched::JoinerOffer(code) => self.post_offer(code, req, source).await,
             Matched::JoinerOffers(code) => self.list_offers(code, req, source).await,
             Matched::HostAnswerPost(code) => self.post_answer(code, req, source).await,
@@ -494,21 +660,30 @@ impl Rendezvous {
 
     /// The guessing lockout, unless the request bears `code`'s host token:
     /// a host behind the same NAT as a guesser must keep its session.
-    fn locked_out_unless_host(
+    async fn locked_out_unless_host(
         &self,
         source: IpAddr,
         code: Code,
-        req: &Request,
+        bearer: Option<&str>,
     ) -> Option<Response> {
-        let r = self.locked_out(source)?;
-        let now = self.inner.clock.now();
-        let host = lock(&self.inner.table).is_token_holder(now, code, bearer_token(req.headers()));
-        (!host).then_some(r)
+        let r = self.locked_out(source).await?;
+        match self.st_is_token_holder(code, bearer).await {
+            Ok(host) => (!host).then_some(r),
+            Err(StoreDown) => Some(store_down()),
+        }
     }
 
-    fn locked_out(&self, source: IpAddr) -> Option<Response> {
-        let now = self.inner.clock.now();
-        lock(&self.inner.guard).is_locked(now, source).then(|| {
+    /// The guessing lockout's refusal, if `source` is locked out (or the
+    /// shared store cannot tell: then 503).
+    async fn locked_out(&self, source: IpAddr) -> Option<Response> {
+        let locked = match &self.inner.store {
+            None => lock(&self.inner.guard).is_locked(self.inner.clock.now(), source),
+            Some(r) => match r.guard_is_locked(self.wall_now(), source).await {
+                Ok(l) => l,
+                Err(StoreDown) => return Some(store_down()),
+            },
+        };
+        locked.then(|| {
             error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many unknown codes; slow down",
@@ -516,9 +691,17 @@ impl Rendezvous {
         })
     }
 
-    fn failed_lookup(&self, source: IpAddr) {
-        let now = self.inner.clock.now();
-        if lock(&self.inner.guard).record_failure(now, source) {
+    /// Counts a failed lookup. With the shared store a failure to count
+    /// is only logged: the request's own answer (404) is already right.
+    async fn failed_lookup(&self, source: IpAddr) {
+        let started = match &self.inner.store {
+            None => lock(&self.inner.guard).record_failure(self.inner.clock.now(), source),
+            Some(r) => r
+                .guard_fail(self.wall_now(), source, &self.inner.config.guard)
+                .await
+                .unwrap_or(false),
+        };
+        if started {
             tracing::warn!(%source, "source locked out for guessing pairing codes");
         }
     }
@@ -576,21 +759,33 @@ impl Rendezvous {
             Ok(n) => n,
             Err(e) => return body_error(e),
         };
-        let now = self.inner.clock.now();
-        let created = {
-            let mut t = lock(&self.inner.table);
-            let c = t.create(
-                now,
-                crate::table::SessionInfo {
-                    session_id: new.session_id,
-                    display_name: new.display_name,
-                },
-                new.protect_answers,
-                Some(source),
-                &mut OsEntropy,
-            );
-            self.wake_evicted(&mut t);
-            c
+        let info = SessionInfo {
+            session_id: new.session_id,
+            display_name: new.display_name,
+        };
+        let created = match &self.inner.store {
+            None => {
+                let now = self.inner.clock.now();
+                let mut t = lock(&self.inner.table);
+                let c = t.create(now, info, new.protect_answers, Some(source), &mut OsEntropy);
+                self.wake_evicted(&mut t);
+                c
+            }
+            Some(r) => {
+                let c = r
+                    .create(
+                        self.wall_now(),
+                        info,
+                        new.protect_answers,
+                        Some(source),
+                        &mut OsEntropy,
+                    )
+                    .await;
+                match c {
+                    Ok(c) => c,
+                    Err(StoreDown) => return store_down(),
+                }
+            }
         };
         match created {
             Ok(c) => {
@@ -621,15 +816,18 @@ impl Rendezvous {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no free code right now; try again",
             ),
+            Err(CreateError::NeedsMemoryStore) => store_down(),
         }
     }
 
-    fn lookup(&self, code: Code, source: IpAddr) -> Response {
-        if let Some(r) = self.locked_out(source) {
+    async fn lookup(&self, code: Code, source: IpAddr) -> Response {
+        if let Some(r) = self.locked_out(source).await {
             return r;
         }
-        let now = self.inner.clock.now();
-        let info = lock(&self.inner.table).lookup(now, code);
+        let info = match self.st_lookup(code).await {
+            Ok(i) => i,
+            Err(StoreDown) => return store_down(),
+        };
         match info {
             Some(i) => json(
                 StatusCode::OK,
@@ -639,21 +837,25 @@ impl Rendezvous {
                 },
             ),
             None => {
-                self.failed_lookup(source);
+                self.failed_lookup(source).await;
                 error(StatusCode::NOT_FOUND, "not found or expired")
             }
         }
     }
 
     async fn post_offer(&self, code: Code, req: Request, source: IpAddr) -> Response {
-        if let Some(r) = self.locked_out(source) {
+        if let Some(r) = self.locked_out(source).await {
             return r;
         }
         // The session is checked before the body is read, as on the Worker:
         // an unknown code answers 404 whatever the body holds.
-        if !lock(&self.inner.table).exists(self.inner.clock.now(), code) {
-            self.failed_lookup(source);
-            return no_session();
+        match self.st_exists(code).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.failed_lookup(source).await;
+                return no_session();
+            }
+            Err(StoreDown) => return store_down(),
         }
         let body = match self.read_json(req).await {
             Ok(v) => v,
@@ -663,16 +865,34 @@ impl Rendezvous {
             Ok(o) => o,
             Err(e) => return body_error(e),
         };
-        let now = self.inner.clock.now();
         let wall = self.inner.clock.wall_ms();
-        let r = lock(&self.inner.table).post_offer_from(
-            now,
-            wall,
-            code,
-            &o.joiner_id,
-            o.sdp,
-            Some(source),
-        );
+        let r = match &self.inner.store {
+            None => {
+                let now = self.inner.clock.now();
+                lock(&self.inner.table).post_offer_from(
+                    now,
+                    wall,
+                    code,
+                    &o.joiner_id,
+                    o.sdp,
+                    Some(source),
+                )
+            }
+            Some(r) => match r
+                .post_offer(
+                    crate::clock::Millis(wall),
+                    wall,
+                    code,
+                    &o.joiner_id,
+                    &o.sdp,
+                    Some(source),
+                )
+                .await
+            {
+                Ok(r) => r.map(|()| Change::None),
+                Err(StoreDown) => return store_down(),
+            },
+        };
         match r {
             Ok(change) => {
                 self.wake(change);
@@ -703,22 +923,33 @@ impl Rendezvous {
     }
 
     async fn list_offers(&self, code: Code, req: Request, source: IpAddr) -> Response {
-        if let Some(r) = self.locked_out_unless_host(source, code, &req) {
+        let bearer_owned = bearer_token(req.headers()).map(str::to_owned);
+        let bearer = bearer_owned.as_deref();
+        let wait = self.wait_of(&req);
+        drop(req);
+        if let Some(r) = self.locked_out_unless_host(source, code, bearer).await {
             return r;
         }
-        let wait = match self.wait_of(&req) {
+        let wait = match wait {
             Ok(w) => w,
             Err(BadWait) => return bad_wait(),
         };
-        let bearer = bearer_token(req.headers()).map(str::to_owned);
+        let this = self;
         let list = self
-            .wait_for(code, wait, || {
-                let now = self.inner.clock.now();
-                let l = lock(&self.inner.table).list_offers(now, code, bearer.as_deref());
-                let ready = l.as_ref().is_none_or(|l| l.has_unanswered);
-                (l, ready)
+            .wait_for(code, wait, move || async move {
+                match this.st_list_offers(code, bearer).await {
+                    Ok(l) => {
+                        let ready = l.as_ref().is_none_or(|l| l.has_unanswered);
+                        (Ok(l), ready)
+                    }
+                    Err(e) => (Err(e), true),
+                }
             })
             .await;
+        let list = match list {
+            Ok(l) => l,
+            Err(StoreDown) => return store_down(),
+        };
         match list {
             Some(l) => json(
                 StatusCode::OK,
@@ -735,23 +966,28 @@ impl Rendezvous {
                 },
             ),
             None => {
-                self.failed_lookup(source);
+                self.failed_lookup(source).await;
                 no_session()
             }
         }
     }
 
     async fn post_answer(&self, code: Code, req: Request, source: IpAddr) -> Response {
-        if let Some(r) = self.locked_out_unless_host(source, code, &req) {
+        let bearer = bearer_token(req.headers()).map(str::to_owned);
+        if let Some(r) = self
+            .locked_out_unless_host(source, code, bearer.as_deref())
+            .await
+        {
             return r;
         }
-        let bearer = bearer_token(req.headers()).map(str::to_owned);
-        let checked =
-            lock(&self.inner.table).check_host(self.inner.clock.now(), code, bearer.as_deref());
+        let checked = match self.st_check_host(code, bearer.as_deref()).await {
+            Ok(c) => c,
+            Err(StoreDown) => return store_down(),
+        };
         match checked {
             Ok(()) => {}
             Err(HostError::NoSession) => {
-                self.failed_lookup(source);
+                self.failed_lookup(source).await;
                 return no_session();
             }
             Err(HostError::TokenRequired) => return token_required(),
@@ -764,15 +1000,33 @@ impl Rendezvous {
             Ok(a) => a,
             Err(e) => return body_error(e),
         };
-        let now = self.inner.clock.now();
-        let r = lock(&self.inner.table).post_answer_from(
-            now,
-            code,
-            bearer.as_deref(),
-            &a.joiner_id,
-            a.sdp,
-            Some(source),
-        );
+        let r = match &self.inner.store {
+            None => {
+                let now = self.inner.clock.now();
+                lock(&self.inner.table).post_answer_from(
+                    now,
+                    code,
+                    bearer.as_deref(),
+                    &a.joiner_id,
+                    a.sdp,
+                    Some(source),
+                )
+            }
+            Some(r) => match r
+                .post_answer(
+                    self.wall_now(),
+                    code,
+                    bearer.as_deref(),
+                    &a.joiner_id,
+                    &a.sdp,
+                    Some(source),
+                )
+                .await
+            {
+                Ok(r) => r.map(|()| Change::None),
+                Err(StoreDown) => return store_down(),
+            },
+        };
         match r {
             Ok(change) => {
                 self.wake(change);
@@ -803,14 +1057,22 @@ impl Rendezvous {
             Ok(w) => w,
             Err(BadWait) => return bad_wait(),
         };
+        let this = self;
         let answer = self
-            .wait_for(code, wait, || {
-                let now = self.inner.clock.now();
-                let a = lock(&self.inner.table).answer(now, code, joiner_id);
-                let ready = a.is_some();
-                (a, ready)
+            .wait_for(code, wait, move || async move {
+                match this.st_answer(code, joiner_id).await {
+                    Ok(a) => {
+                        let ready = a.is_some();
+                        (Ok(a), ready)
+                    }
+                    Err(e) => (Err(e), true),
+                }
             })
             .await;
+        let answer = match answer {
+            Ok(a) => a,
+            Err(StoreDown) => return store_down(),
+        };
         match answer {
             Some(sdp) => json(StatusCode::OK, &wire::SdpBody { sdp: &sdp }),
             None => error(StatusCode::NOT_FOUND, "not yet"),
@@ -846,13 +1108,16 @@ impl Rendezvous {
     /// Returns the last probe's value. When the waiter cap is reached the
     /// first probe's value is returned at once: a degraded long-poll is an
     /// ordinary poll, never an error.
-    async fn wait_for<T>(
+    async fn wait_for<T, Fut>(
         &self,
         code: Code,
         wait: Duration,
-        mut probe: impl FnMut() -> (T, bool),
-    ) -> T {
-        let (value, ready) = probe();
+        mut probe: impl FnMut() -> Fut,
+    ) -> T
+    where
+        Fut: Future<Output = (T, bool)>,
+    {
+        let (value, ready) = probe().await;
         if ready || wait.is_zero() || self.inner.closing.load(Ordering::SeqCst) {
             return value;
         }
@@ -867,17 +1132,26 @@ impl Rendezvous {
             // Registered before probing, so a change between the probe and
             // the await still wakes us.
             notified.as_mut().enable();
-            let (value, ready) = probe();
+            let (value, ready) = probe().await;
             if ready {
                 return value;
             }
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep_until(deadline) => return probe().0,
-                _ = shutdown.wait_for(|closing| *closing) => return probe().0,
+            let done = tokio::select! {
+                _ = &mut notified => false,
+                _ = tokio::time::sleep_until(deadline) => true,
+                _ = until_closing(&mut shutdown) => true,
+            };
+            if done {
+                return probe().await.0;
             }
         }
     }
+}
+
+/// Resolves once the shutdown flag is set. Unlike `wait_for`, it holds no
+/// borrow of the flag when done, so a future awaiting it stays `Send`.
+pub(crate) async fn until_closing(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|c| *c).await;
 }
 
 /// A long-poll's claim on the waiter budget and on its code's `Notify`;
@@ -1118,6 +1392,15 @@ fn bad_wait() -> Response {
     )
 }
 
+/// The shared store did not answer in time (or at all): a clear, retryable
+/// refusal, JSON with CORS like every other error.
+fn store_down() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "session store unavailable; try again",
+    )
+}
+
 fn body_error(e: BodyError) -> Response {
     error(StatusCode::BAD_REQUEST, e.message())
 }
@@ -1147,8 +1430,8 @@ pub async fn serve(
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => rdv.sweep(),
-                    _ = closing.wait_for(|c| *c) => break,
+                    _ = tick.tick() => rdv.sweep_any().await,
+                    _ = until_closing(&mut closing) => break,
                 }
             }
         })
@@ -1161,10 +1444,22 @@ pub async fn serve(
         }
     };
     let signal = tokio::spawn(on_signal);
+    let follower = rdv.inner.store.clone().map(|store| {
+        let (wake, all) = (rdv.clone(), rdv.clone());
+        tokio::spawn(crate::redis_store::follow_wakeups(
+            store,
+            rdv.inner.shutdown.subscribe(),
+            move |code| wake.wake(Change::Code(code)),
+            move || all.wake_all(),
+        ))
+    });
     let result = crate::accept::run(listener, rdv.clone()).await;
     signal.abort();
     rdv.begin_shutdown();
     let _ = sweeper.await;
+    if let Some(f) = follower {
+        f.abort();
+    }
     result
 }
 

@@ -115,6 +115,10 @@ pub enum CreateError {
     SourceFull,
     #[error("no free code found")]
     NoFreeCode,
+    /// The in-process host API was used on a rendezvous whose sessions
+    /// live in a shared store: it works on the in-memory table only.
+    #[error("the in-process host needs the in-memory store")]
+    NeedsMemoryStore,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

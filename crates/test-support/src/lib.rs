@@ -6,9 +6,12 @@
 //! - [`wait`]: waiting for a condition instead of sleeping a fixed time, so
 //!   a positive assertion neither flakes on a loaded machine nor wastes time
 //!   on an idle one.
+//! - [`redis`]: a real `redis-server` on loopback for the rendezvous'
+//!   shared store.
 //! - [`tools`]: where the tests find tools that live outside the repository.
 
 pub mod netns;
+pub mod redis;
 pub mod rng;
 pub mod tools;
 pub mod wait;

@@ -964,7 +964,7 @@ fn the_join_view_lists_a_lan_jam_joins_it_and_loses_it_when_it_stops() {
 }
 
 #[test]
-fn a_peer_playing_lights_up_can_be_muted_and_panic_releases_its_notes() {
+fn a_peer_playing_lights_up_is_recorded_into_the_song_can_be_muted_and_panic_releases_its_notes() {
     let _one = lock();
     let rig = Rig::new(true);
     rig.seed_settings(json!({}));
@@ -977,6 +977,14 @@ fn a_peer_playing_lights_up_can_be_muted_and_panic_releases_its_notes() {
         "Cleo connected",
         "return [...document.querySelectorAll('#peers tbody tr')].some(r => r.cells[0].textContent === 'Cleo' && r.cells[2].textContent === 'Connected');",
     );
+    // Record on, through the Song panel's switch: what Cleo plays is to be
+    // written into the shared song's "Live" track.
+    assert_eq!(
+        app.js("return document.getElementById('song-tracks').textContent.includes('Live');"),
+        json!(false),
+        "no Live track before recording"
+    );
+    app.click("#song-record");
     // Cleo holds middle C (note on, never off) on the live-MIDI channel;
     // played again each second until the light shows, since the host only
     // relays once her `midi` channel counts as open.
@@ -1000,6 +1008,23 @@ fn a_peer_playing_lights_up_can_be_muted_and_panic_releases_its_notes() {
         std::thread::sleep(Duration::from_millis(1000));
     };
     eprintln!("light: {light}");
+    // Struck again, middle C ends the note it restrikes: a finished note,
+    // which Record writes into the song within its 250 ms flush.
+    {
+        use std::io::Write as _;
+        let _ = writeln!(keys, "903c64");
+        let _ = keys.flush();
+    }
+    let tracks = app.wait_js(
+        Duration::from_secs(10),
+        "the Live track in the Song panel",
+        "const t = document.getElementById('song-tracks').textContent; return t.includes('Live') ? t : null;",
+    );
+    eprintln!("tracks while recording: {tracks}");
+    assert_eq!(
+        app.js("return document.getElementById('song-record').checked;"),
+        json!(true)
+    );
     app.click("#peers tbody tr button.mute");
     app.wait_js(
         Duration::from_secs(5),

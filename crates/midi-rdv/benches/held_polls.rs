@@ -22,20 +22,20 @@
 //! Run as root (a network namespace with a veth pair inside, as MidiEditor
 //! needs): `cargo bench -p midi-rdv --bench held_polls`. `HELD_POLLS_JOINS`
 //! sets the MidiEditor joins per run (default 5; ours are at most 3, for
-//! the 8-peer cap); `HELD_POLLS_KEEP=1` keeps the instances' logs. Without the tool
+//! the 8-peer cap); `KEEP_TEST_DIRS=1` keeps the instances' logs. Without the tool
 //! (`MIDIEDITOR_TOOL`) it prints why and measures nothing.
 
+#[path = "../tests/support/midieditor.rs"]
+mod midieditor;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use test_support::tools::midieditor_tool;
+use midieditor::{log_ms_of_day, namespace, tool, Editor, TempDir, BIN};
 use test_support::Netns;
 
-const HOST_IP: &str = "10.232.0.1";
-const PEER_IP: &str = "10.232.0.2";
 const PORT: u16 = 8791;
 
 struct Killed(Child);
@@ -47,24 +47,13 @@ impl Drop for Killed {
     }
 }
 
-/// Milliseconds of the day of a MidiEditor log stamp
-/// (`2026-12-05T07:54:20.004`).
-fn ms_of_day(stamp: &str) -> Option<f64> {
-    let time = stamp.split('T').nth(1)?;
-    let mut parts = time.split(':');
-    let h: f64 = parts.next()?.parse().ok()?;
-    let m: f64 = parts.next()?.parse().ok()?;
-    let s: f64 = parts.next()?.parse().ok()?;
-    Some(((h * 60.0 + m) * 60.0 + s) * 1000.0)
-}
-
 /// Offer posted → `sessionWelcome`, from a MidiEditor joiner's new log lines.
 fn offer_to_welcome(log: &str) -> Option<f64> {
     let at = |needle: &str| {
         log.lines()
             .find(|l| l.contains(needle))
             .and_then(|l| l.split_whitespace().next())
-            .and_then(ms_of_day)
+            .and_then(log_ms_of_day)
     };
     let d = at("frame type= \"sessionWelcome\"")? - at("postJoinerOffer OK")?;
     (d >= 0.0).then_some(d)
@@ -86,30 +75,12 @@ fn summary(v: &mut [f64]) -> String {
     )
 }
 
-fn tool_run(ns: &Netns, tool: &Path, args: &[&str]) -> (bool, String) {
-    let out = ns
-        .command(tool.join("midieditor"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("the midieditor script runs");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 /// One run with the hold at `hold_ms`: (our joiners' times, MidiEditor
 /// joiner's times), in ms.
-fn run(ns: &Netns, tool: &Path, bin: &Path, hold_ms: u64, joins: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut serve = ns.command(bin);
+fn run(ns: &Netns, script: &std::path::Path, hold_ms: u64, joins: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut serve = ns.command(BIN);
     serve
-        .args(["serve", "--bind", HOST_IP, "--port", &PORT.to_string()])
+        .args(["serve", "--bind", "127.0.0.1", "--port", &PORT.to_string()])
         .arg(format!("--hold-plain-polls-ms={hold_ms}"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
@@ -119,48 +90,25 @@ fn run(ns: &Netns, tool: &Path, bin: &Path, hold_ms: u64, joins: usize) -> (Vec<
         .read_line(&mut first)
         .expect("the listening line");
     assert!(first.contains("listening"), "serve said {first:?}");
-    let url = format!("http://{HOST_IP}:{PORT}");
+    let url = format!("http://127.0.0.1:{PORT}");
 
-    let base = std::env::temp_dir().join(format!("held-polls-{}-{hold_ms}", std::process::id()));
-    // The tool resolves --dir with `readlink -f`, which needs the folder
-    // to exist: made first, so an instance never lands outside it.
-    for d in ["host", "joiner"] {
-        std::fs::create_dir_all(base.join(d)).expect("make the instance folders");
-    }
-    let host_dir = base.join("host").to_string_lossy().into_owned();
-    let joiner_dir = base.join("joiner").to_string_lossy().into_owned();
-    let (ok, out) = tool_run(
-        ns,
-        tool,
-        &[
-            "start",
-            "--dir",
-            &host_dir,
-            "--mcp-port",
-            "9471",
-            "--rendezvous-url",
-            &url,
-        ],
-    );
-    assert!(ok, "the MidiEditor host starts: {out}");
-    let (ok, out) = tool_run(ns, tool, &["host", "wan", "--dir", &host_dir]);
-    assert!(ok, "MidiEditor hosts: {out}");
-    let code = out
-        .lines()
-        .map(str::trim)
-        .rfind(|l| l.len() == 4)
-        .expect("the host's code")
+    let work = TempDir::new(&format!("held-polls-{hold_ms}"));
+    let host = Editor::start(ns, script, work.0.join("host"), 9471, PORT);
+    let code = host
+        .run(&["host", "wan"])
+        .unwrap_or_else(|e| panic!("MidiEditor hosts: {e}"))
+        .trim()
         .to_owned();
 
     // Our joiners, each staying in (a MidiEditor host that loses its last
-    // peer may stop hosting; see docs/rendezvous.md).
+    // peer may stop hosting; see docs/rendezvous.md). The slots: a
+    // MidiEditor joiner that leaves keeps its slot until its offer lapses
+    // (the host cannot release it over HTTP), so ours plus MidiEditor's
+    // joins stay within the 8-peer cap.
     let mut ours = Vec::new();
     let mut kept = Vec::new();
-    // The slots: a MidiEditor joiner that leaves keeps its slot until its
-    // offer lapses (the host cannot release it over HTTP), so ours plus
-    // MidiEditor's joins stay within the 8-peer cap.
     for k in 0..joins.min(3) {
-        let mut join = ns.command(bin);
+        let mut join = ns.command(BIN);
         join.args(["join", "--url", &url, "--code", &code])
             .arg(format!("--name=Bench {k}"))
             .stdout(Stdio::piped())
@@ -193,80 +141,52 @@ fn run(ns: &Netns, tool: &Path, bin: &Path, hold_ms: u64, joins: usize) -> (Vec<
     }
 
     // A MidiEditor joiner, in and out, while ours stay in.
-    let (ok, out) = tool_run(
-        ns,
-        tool,
-        &[
-            "start",
-            "--dir",
-            &joiner_dir,
-            "--mcp-port",
-            "9472",
-            "--rendezvous-url",
-            &url,
-        ],
-    );
-    assert!(ok, "the MidiEditor joiner starts: {out}");
-    let log_path = PathBuf::from(&joiner_dir).join("midieditor.log");
+    let joiner = Editor::start(ns, script, work.0.join("joiner"), 9472, PORT);
+    let log_path = joiner.dir.join("midieditor.log");
     let mut theirs = Vec::new();
     for k in 0..joins {
         let before = std::fs::read_to_string(&log_path).unwrap_or_default().len();
-        let (ok, out) = tool_run(ns, tool, &["join", "wan", &code, "--dir", &joiner_dir]);
+        let joined = joiner.run(&["join", "wan", &code]);
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        match (ok, offer_to_welcome(log.get(before..).unwrap_or(""))) {
-            (true, Some(ms)) => {
+        match (joined, offer_to_welcome(log.get(before..).unwrap_or(""))) {
+            (Ok(_), Some(ms)) => {
                 println!("hold {hold_ms} ms: MidiEditor join {}: {ms:.0} ms", k + 1);
                 theirs.push(ms);
             }
-            _ => println!(
-                "hold {hold_ms} ms: MidiEditor join {}: failed: {}",
-                k + 1,
-                out.trim()
+            (Err(e), _) => println!("hold {hold_ms} ms: MidiEditor join {}: failed: {e}", k + 1),
+            (Ok(_), None) => println!(
+                "hold {hold_ms} ms: MidiEditor join {}: no offer/welcome in its log",
+                k + 1
             ),
         }
-        let _ = tool_run(ns, tool, &["leave", "--dir", &joiner_dir]);
+        let _ = joiner.run(&["leave"]);
         std::thread::sleep(Duration::from_millis(500));
     }
-    let _ = tool_run(ns, tool, &["stop", "--dir", &joiner_dir]);
+    drop(joiner);
     drop(kept);
-    let _ = tool_run(ns, tool, &["stop", "--dir", &host_dir]);
+    drop(host);
     drop(serve);
-    if std::env::var_os("HELD_POLLS_KEEP").is_none() {
-        let _ = std::fs::remove_dir_all(&base);
-    } else {
-        println!("logs kept in {}", base.display());
-    }
     (ours, theirs)
 }
 
 fn main() {
-    let tool = midieditor_tool();
-    if !tool.join("midieditor").exists() {
-        println!(
-            "held_polls: skipped, no MidiEditor tool at {} (set MIDIEDITOR_TOOL)",
-            tool.display()
-        );
-        return;
-    }
+    let script = match tool() {
+        Ok(s) => s,
+        Err(why) => {
+            println!("held_polls: skipped: {why}");
+            return;
+        }
+    };
     let joins: usize = std::env::var("HELD_POLLS_JOINS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5)
         .max(1);
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_midi-rdv"));
 
-    let ns = Netns::new("heldpoll");
-    ns.ip(&[
-        "link", "add", "hpv0", "type", "veth", "peer", "name", "hpv1",
-    ]);
-    ns.ip(&["addr", "add", &format!("{HOST_IP}/24"), "dev", "hpv0"]);
-    ns.ip(&["addr", "add", &format!("{PEER_IP}/24"), "dev", "hpv1"]);
-    ns.ip(&["link", "set", "hpv0", "up"]);
-    ns.ip(&["link", "set", "hpv1", "up"]);
-
+    let ns = namespace("heldpoll");
     let mut rows = Vec::new();
     for hold in [0u64, 600] {
-        let (mut ours, mut theirs) = run(&ns, &tool, &bin, hold, joins);
+        let (mut ours, mut theirs) = run(&ns, &script, hold, joins);
         rows.push(format!(
             "held_polls: hold {hold} ms, MidiEditor host: midi-rdv join start->welcome {}; MidiEditor join offer->welcome {}",
             summary(&mut ours),

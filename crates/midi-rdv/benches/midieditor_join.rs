@@ -14,11 +14,15 @@
 //! Without the tool (`MIDIEDITOR_TOOL`, default `../shared/tools/midieditor`)
 //! it prints why and measures nothing.
 
+#[path = "../tests/support/midieditor.rs"]
+mod midieditor;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use midieditor::log_ms_of_day;
 use serde_json::Value;
 use test_support::tools::midieditor_tool;
 use test_support::Netns;
@@ -35,25 +39,13 @@ impl Drop for Killed {
     }
 }
 
-/// Milliseconds between two log timestamps of the form
-/// `2026-12-04T18:56:20.259`: only the time of day is used (a join never
-/// spans midnight in practice; a negative result is discarded).
-fn ms_of_day(stamp: &str) -> Option<f64> {
-    let time = stamp.split('T').nth(1)?;
-    let mut parts = time.split(':');
-    let h: f64 = parts.next()?.parse().ok()?;
-    let m: f64 = parts.next()?.parse().ok()?;
-    let s: f64 = parts.next()?.parse().ok()?;
-    Some(((h * 60.0 + m) * 60.0 + s) * 1000.0)
-}
-
 /// The join's milestones in MidiEditor's log lines written since `from`.
 fn milestones(log: &str) -> Option<[f64; 4]> {
     let find = |needle: &str| {
         log.lines()
             .find(|l| l.contains(needle))
             .and_then(|l| l.split_whitespace().next())
-            .and_then(ms_of_day)
+            .and_then(log_ms_of_day)
     };
     Some([
         find("postJoinerOffer OK")?,

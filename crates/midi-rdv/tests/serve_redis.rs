@@ -8,11 +8,13 @@
 //! Needs `redis-server` (Debian's package, installed by
 //! `scripts/setup.sh`): without it each test prints that it is skipped.
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "../../rdv/tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -32,18 +34,11 @@ struct Instance {
 impl Instance {
     fn start(store: &str, prefix: &str, extra: &[&str]) -> Instance {
         let mut cmd = Command::new(BIN);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("MIDI_RDV_") {
-                cmd.env_remove(k);
-            }
-        }
+        cli::plain(&mut cmd);
         cmd.args(["serve", "--bind", "127.0.0.1", "--port", "0"])
             .args(["--store", store, "--store-prefix", prefix])
             .args(extra)
-            .env("MIDI_RDV_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env("MIDI_RDV_LOG", "warn");
         let mut child = cmd.spawn().expect("spawn midi-rdv serve");
         let stdout = child.stdout.take().unwrap();
         let mut stderr = child.stderr.take().unwrap();
@@ -385,10 +380,11 @@ async fn sessions_survive_a_restart_of_the_server() {
 async fn a_bad_store_url_is_refused_at_startup() {
     // Not Redis at all, and TLS, which is not compiled in.
     for url in ["http://not-redis", "rediss://127.0.0.1:6379/0"] {
-        let out = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        cli::plain(&mut cmd);
+        let out = cmd
             .args(["serve", "--bind", "127.0.0.1", "--port", "0"])
             .args(["--store", url])
-            .stdin(Stdio::null())
             .output()
             .unwrap();
         assert!(!out.status.success(), "{url} accepted");

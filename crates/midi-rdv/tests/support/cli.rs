@@ -1,7 +1,7 @@
 //! How the CLI tests start programs: piped stdout/stderr, no stdin, and no
 //! `MIDI_RDV_*` variable inherited from the environment (it would change
 //! the CLI's defaults under the test). The namespaces themselves come from
-//! `test-support`. Shared by `host_interop.rs`, `join_lan.rs` and
+//! `test-support`. Shared by `host_interop.rs`, `join_lan.rs`, `serve_redis.rs` and
 //! `two_machines.rs` (`#[path]`).
 
 #![allow(dead_code)]

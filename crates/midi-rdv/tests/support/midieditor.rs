@@ -2,7 +2,8 @@
 //! namespace of the test's own (a veth pair with both ends inside: libjuice
 //! ignores 127.x candidates), driven through the tool's `midieditor` script
 //! (its README): start, join over WAN Live, MCP edits and queries, stop.
-//! Shared by `tests/session_hub.rs` and `benches/session_hub.rs`.
+//! Shared by `tests/session_hub.rs` and the `session_hub`, `held_polls` and
+//! `midieditor_join` benches.
 
 #![allow(dead_code)]
 
@@ -32,6 +33,19 @@ pub fn tool() -> Result<PathBuf, String> {
             test_support::tools::MIDIEDITOR_TOOL_ENV
         ))
     }
+}
+
+/// Milliseconds of the day of a MidiEditor log stamp such as
+/// `2026-12-05T07:54:20.004` (the first word of each of its log lines).
+/// Only the time of day is used: a measured span never crosses midnight in
+/// practice, and callers drop negative spans.
+pub fn log_ms_of_day(stamp: &str) -> Option<f64> {
+    let time = stamp.split('T').nth(1)?;
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(((h * 60.0 + m) * 60.0 + s) * 1000.0)
 }
 
 /// A namespace with the veth pair inside.

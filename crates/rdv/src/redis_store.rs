@@ -331,16 +331,16 @@ impl RedisStore {
         }))
     }
 
+    /// The offer's `ts` is `now`: the store's time is already wall-clock
+    /// milliseconds.
     pub async fn post_offer(
         &self,
         now: Millis,
-        wall_ms: u64,
         code: Code,
         joiner_id: &str,
         sdp: &str,
         source: Option<IpAddr>,
     ) -> Result<Result<(), OfferError>, StoreDown> {
-        let wall = wall_ms.to_string();
         let src = source_arg(source);
         let v = self
             .run_list(
@@ -348,7 +348,6 @@ impl RedisStore {
                 now,
                 &[
                     code.as_str().as_bytes(),
-                    wall.as_bytes(),
                     joiner_id.as_bytes(),
                     sdp.as_bytes(),
                     src.as_bytes(),

@@ -881,7 +881,6 @@ impl Rendezvous {
             Some(r) => match r
                 .post_offer(
                     crate::clock::Millis(wall),
-                    wall,
                     code,
                     &o.joiner_id,
                     &o.sdp,

@@ -1,6 +1,7 @@
--- POST joiner-offer, after the body was validated. ARGV[13..17]: code,
--- wall ms, joinerId, sdp, source. Same order of checks as table.rs.
-local code, wall, id, sdp, src = ARGV[13], tonumber(ARGV[14]), ARGV[15], ARGV[16], ARGV[17]
+-- POST joiner-offer, after the body was validated. ARGV[13..16]: code,
+-- joinerId, sdp, source. Same order of checks as table.rs. The offer's ts
+-- is `now` (wall-clock milliseconds here).
+local code, id, sdp, src = ARGV[13], ARGV[14], ARGV[15], ARGV[16]
 local s, changed = live(code)
 if not s then return {'err', 'NoSession'} end
 local pos = nil
@@ -22,7 +23,7 @@ if pos then
 else
   j = {id = id, o = false, a = false, osrc = '', asrc = '', oexp = 0, aexp = 0, ots = 0}
 end
-j.o = sdp; j.oexp = now + TTL; j.ots = wall; j.osrc = src
+j.o = sdp; j.oexp = now + TTL; j.ots = now; j.osrc = src
 local max_records = math.max(MAX_RECORDS, MAX_PEERS)
 if #s.j >= max_records then
   for i, r in ipairs(s.j) do

@@ -102,6 +102,34 @@ fn offers_url(base: &str, code: &str) -> String {
     format!("{base}/code/{code}/joiner-offers")
 }
 
+/// A GET started now (a long-poll): its status and body once it answers.
+fn spawn_get(c: &reqwest::Client, url: String) -> tokio::task::JoinHandle<(u16, String)> {
+    let c = c.clone();
+    tokio::spawn(async move {
+        let r = c.get(&url).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    })
+}
+
+/// The host posts the answer for `joiner` through `base` with its token;
+/// the status.
+async fn post_answer(
+    c: &reqwest::Client,
+    base: &str,
+    code: &str,
+    token: &str,
+    joiner: &str,
+) -> u16 {
+    c.post(answer_url(base, code))
+        .bearer_auth(token)
+        .json(&json!({"joinerId": joiner, "sdp": "v=0 answer"}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_opened_on_one_instance_is_joined_through_another_with_cross_instance_wakeups() {
     if !redis_available("serve_redis::cross_instance_join") {
@@ -149,26 +177,13 @@ async fn a_session_opened_on_one_instance_is_joined_through_another_with_cross_i
     );
     eprintln!("offer on B -> long-poll on A answered in {woke_after:?}");
     // The joiner long-polls B for the answer; the host answers through A.
-    let joiner_poll = {
-        let (c, url) = (
-            c.clone(),
-            format!("{}?wait=20000", answer_get_url(&b.url, &code, joiner)),
-        );
-        tokio::spawn(async move {
-            let r = c.get(&url).send().await.unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        })
-    };
+    let joiner_poll = spawn_get(
+        &c,
+        format!("{}?wait=20000", answer_get_url(&b.url, &code, joiner)),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let answered = Instant::now();
-    let r = c
-        .post(answer_url(&a.url, &code))
-        .bearer_auth(&token)
-        .json(&json!({"joinerId": joiner, "sdp": "v=0 answer"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(post_answer(&c, &a.url, &code, &token, joiner).await, 200);
     let (status, text) = joiner_poll.await.unwrap();
     let woke_after = answered.elapsed();
     assert_eq!((status, text.as_str()), (200, r#"{"sdp":"v=0 answer"}"#));
@@ -239,14 +254,7 @@ async fn an_instance_killed_mid_join_does_not_stop_the_join() {
         .unwrap();
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["offers"][0]["joinerId"], joiner);
-    let r = c
-        .post(answer_url(&a.url, &code))
-        .bearer_auth(&token)
-        .json(&json!({"joinerId": joiner, "sdp": "v=0 answer"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(post_answer(&c, &a.url, &code, &token, joiner).await, 200);
     let r = get(&c, &answer_get_url(&a.url, &code, joiner)).await;
     assert_eq!(
         (r.status, r.text.as_str()),
@@ -323,25 +331,12 @@ async fn a_redis_restart_mid_session_costs_a_clear_503_and_the_join_completes() 
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["offers"][0]["joinerId"], joiner);
     // And long-poll wake-ups work again (the subscription came back).
-    let poll = {
-        let (c, url) = (
-            c.clone(),
-            format!("{}?wait=20000", answer_get_url(&a.url, &code, joiner)),
-        );
-        tokio::spawn(async move {
-            let r = c.get(&url).send().await.unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        })
-    };
+    let poll = spawn_get(
+        &c,
+        format!("{}?wait=20000", answer_get_url(&a.url, &code, joiner)),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = c
-        .post(answer_url(&a.url, &code))
-        .bearer_auth(&token)
-        .json(&json!({"joinerId": joiner, "sdp": "v=0 answer"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(post_answer(&c, &a.url, &code, &token, joiner).await, 200);
     let t = Instant::now();
     let (status, text) = poll.await.unwrap();
     assert_eq!((status, text.as_str()), (200, r#"{"sdp":"v=0 answer"}"#));

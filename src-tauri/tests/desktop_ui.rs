@@ -198,13 +198,35 @@ impl Session {
     /// (the window re-rendering) did reach its target, and clicking again
     /// would toggle twice (the cause of "timed out waiting for Cleo
     /// muted" on a loaded machine).
+    ///
+    /// Before clicking, the element is scrolled to the middle of the view
+    /// and its box must hold still: WebDriver scrolls and then clicks at
+    /// coordinates, and a layout that moves in between sends the click to
+    /// a neighbour. CI once saw a click meant for "Test connection" land
+    /// on "Undo changes" just above it, which quietly reset the form. A
+    /// click that reaches another element is named, and the test stops
+    /// there, since that click may have changed what is tested.
     fn click(&self, css: &str) {
         let arm = format!(
-            "const css = {}; if (!document.querySelector(css)) return false; window.__clicked = false; if (window.__clickArm) document.removeEventListener('click', window.__clickArm, true); window.__clickArm = (ev) => {{ if (ev.target instanceof Element && ev.target.closest(css)) window.__clicked = true; }}; document.addEventListener('click', window.__clickArm, true); return true;",
+            "const css = {}; if (!document.querySelector(css)) return false; window.__clicked = false; window.__strayClick = null; if (window.__clickArm) document.removeEventListener('click', window.__clickArm, true); window.__clickArm = (ev) => {{ if (ev.target instanceof Element && ev.target.closest(css)) window.__clicked = true; else if (ev.target instanceof Element) window.__strayClick = ev.target.outerHTML.slice(0, 200); }}; document.addEventListener('click', window.__clickArm, true); return true;",
+            json!(css)
+        );
+        let centre = format!(
+            "const e = document.querySelector({}); if (!e) return null; e.scrollIntoView({{block: 'center', inline: 'center', behavior: 'instant'}}); const r = e.getBoundingClientRect(); return [r.x, r.y, r.width, r.height];",
             json!(css)
         );
         for attempt in 0..4 {
             assert_eq!(self.js(&arm), json!(true), "no element {css}");
+            let mut last = Value::Null;
+            let t = Instant::now();
+            loop {
+                let rect = self.js(&centre);
+                if rect == last || t.elapsed() > Duration::from_secs(3) {
+                    break;
+                }
+                last = rect;
+                std::thread::sleep(Duration::from_millis(100));
+            }
             let e = self.find(css);
             let r = self.call("POST", &format!("/element/{e}/click"), Some(json!({})));
             let stale = r["value"]["error"].as_str() == Some("stale element reference");
@@ -221,6 +243,11 @@ impl Session {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
+            let stray = self.js("return window.__strayClick;");
+            assert!(
+                stray.is_null(),
+                "the click meant for {css} reached another element: {stray}"
+            );
             eprintln!("click on {css} did not arrive (attempt {attempt}); again");
         }
         panic!("clicks on {css} never reached it");
@@ -770,6 +797,11 @@ fn test_connection_gives_a_verdict_in_words_and_reports_each_server() {
     app.type_into(
         "#ice-table tbody tr:last-child td:nth-child(1) input",
         "stun:127.0.0.1:9",
+    );
+    assert_eq!(
+        app.js("return [...document.querySelectorAll('#ice-table tbody tr input')].map(i => i.value).filter(Boolean);"),
+        json!(["stun:127.0.0.1:9"]),
+        "the form holds the one server typed"
     );
     app.js("document.getElementById('check-verdict').dataset.verdict = ''; return true;");
     app.click("#check-run");

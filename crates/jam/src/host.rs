@@ -321,10 +321,16 @@ impl Host {
     /// free one) into this same jam, at most `max_connections` at once
     /// (see [`tcp`]). Returns the bound address, whose port goes into the
     /// LAN announcement. Listening ends when the host stops.
+    ///
+    /// `admit` says which source addresses may connect at all: MidiEditor's
+    /// LAN joiner needs no code at the TCP port, so the host lets in only
+    /// the networks its announcement (which carries the code) reaches
+    /// (`lan::LanSources`). Others are closed at accept, with a log line.
     pub async fn listen_lan_tcp(
         &self,
         addr: std::net::SocketAddr,
         max_connections: usize,
+        admit: tcp::Admit,
     ) -> std::io::Result<std::net::SocketAddr> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
@@ -332,6 +338,7 @@ impl Host {
             listener,
             self.cmd.clone(),
             max_connections,
+            admit,
         ));
         Ok(bound)
     }

@@ -67,7 +67,11 @@ async fn our_joiner_joins_our_host_over_lan_tcp_and_chats_both_ways() {
         other => panic!("first host event: {other:?}"),
     };
     let tcp = host
-        .listen_lan_tcp(SocketAddr::new(LOCALHOST, 0), 8)
+        .listen_lan_tcp(
+            SocketAddr::new(LOCALHOST, 0),
+            8,
+            jam::host::tcp::admit_all(),
+        )
         .await
         .expect("TCP listener on 127.0.0.1");
 

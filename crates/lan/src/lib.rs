@@ -6,6 +6,8 @@
 //! - [`Browser`] watches for such announcements and reports [`BrowseEvent`]s.
 //! - [`midieditor_lan`]: MidiEditor's own LAN Live discovery (UDP multicast
 //!   datagrams), announced and heard on the same interface choice.
+//! - [`LanSources`] says whether a connecting address is on a chosen
+//!   interface's subnet (who may open MidiEditor's LAN Live TCP port).
 //! - [`InterfaceChoice`] says which network interfaces either may use. There
 //!   is no "all interfaces" option on purpose: mDNS on a VPN or container
 //!   bridge leaks a jam to places the user did not mean, and on the
@@ -22,11 +24,13 @@ mod advertise;
 mod browse;
 mod iface;
 pub mod midieditor_lan;
+mod sources;
 mod txt;
 
 pub use advertise::{AdvertiseConfig, Advertiser, MIN_TXT_INTERVAL};
 pub use browse::{BrowseConfig, BrowseEvent, Browser};
 pub use iface::{is_virtual_interface_name, InterfaceChoice, VIRTUAL_INTERFACE_PREFIXES};
+pub use sources::LanSources;
 pub use txt::{JamInfo, TxtError, PROTO, VERSION};
 
 /// The DNS-SD service type of a hosted jam's rendezvous.

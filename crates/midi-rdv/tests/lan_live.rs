@@ -194,7 +194,8 @@ fn discover(pair: &VethPair, code: &str) -> (String, u16, u64) {
 }
 
 #[test]
-fn the_datagram_is_heard_on_the_chosen_interface_only_and_not_when_advertising_is_off() {
+fn the_datagram_and_the_tcp_port_serve_the_chosen_interface_only_and_nothing_is_sent_when_advertising_is_off(
+) {
     let pair = VethPair::new("lanlv1");
     // A third machine C, wired to A by a second veth (`vC` in A) that the
     // host was not told to use.
@@ -250,6 +251,47 @@ fn the_datagram_is_heard_on_the_chosen_interface_only_and_not_when_advertising_i
         in_c[0]["found"],
         Value::Null,
         "sent on an unchosen interface"
+    );
+    // The TCP port asks no code (MidiEditor's LAN joiner sends none), so it
+    // lets in only the subnets the datagram reaches: B joins; C, which can
+    // reach the port through vC, is closed at once without a frame.
+    let port_s = port.to_string();
+    let from_b = client(
+        &pair.b,
+        &["session", &ip_a, &port_s, "--name", "InB", "--seconds", "2"],
+    );
+    assert_eq!(from_b[0]["frame"]["type"], "sessionWelcome", "{from_b:?}");
+    let from_c = client(
+        &c,
+        &[
+            "session",
+            "10.78.0.1",
+            &port_s,
+            "--name",
+            "InC",
+            "--seconds",
+            "5",
+        ],
+    );
+    assert_eq!(from_c.len(), 1, "C got frames: {from_c:?}");
+    assert_eq!(from_c[0]["closed"], true, "{from_c:?}");
+    assert!(
+        from_c[0]["atMs"].as_u64().unwrap() < 2000,
+        "closed at accept, not by the hello timeout: {from_c:?}"
+    );
+    assert!(
+        wait_until(WITHIN, Duration::from_millis(20), || host
+            .log
+            .lock()
+            .unwrap()
+            .contains("refused a TCP connection from 10.78.0.2")),
+        "no log line for C; log:\n{}",
+        host.log.lock().unwrap()
+    );
+    assert!(
+        host.find(|v| v["event"] == "peerConnected" && v["peer"]["displayName"] == "InC")
+            .is_none(),
+        "C was let in"
     );
     drop(host);
 

@@ -6,6 +6,7 @@
 //! jam is advertised and "Let MidiEditor find this jam on the LAN" is on.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use lan::midieditor_lan::{Announcement, Announcer};
 
@@ -35,7 +36,10 @@ fn tcp_connections(peers: usize) -> usize {
 impl Supervisor {
     /// Opens the host's TCP port for MidiEditor LAN joiners (after the host
     /// started). On the rendezvous's bind address, so `--bind 10.0.0.2`
-    /// keeps both on one address; port 0: any free one.
+    /// keeps both on one address; port 0: any free one. Connections are
+    /// taken only from this machine and the subnets of the advert's
+    /// interfaces: the port asks no code, the datagram that carries the
+    /// code goes only there.
     pub(super) async fn start_lan_tcp(&mut self) {
         self.lan_live.tcp = None;
         if !self.cfg.midieditor_lan {
@@ -47,7 +51,13 @@ impl Supervisor {
             RendezvousChoice::Remote(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         };
         let max = tcp_connections(self.cfg.peer_limit());
-        match host.listen_lan_tcp(SocketAddr::new(ip, 0), max).await {
+        // Only the networks the datagram (and so the code) reaches.
+        let sources = Arc::new(lan::LanSources::new(self.cfg.interfaces()));
+        let admit: jam::host::tcp::Admit = Arc::new(move |ip| sources.admits(ip));
+        match host
+            .listen_lan_tcp(SocketAddr::new(ip, 0), max, admit)
+            .await
+        {
             Ok(addr) => {
                 self.lan_live.tcp = Some(addr);
                 self.view

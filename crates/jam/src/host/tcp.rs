@@ -13,6 +13,9 @@
 //!
 //! # Bounds (everything a stranger on the LAN can make us hold)
 //!
+//! - **Sources**: only the addresses the caller's [`Admit`] lets in (the
+//!   subnets the announcement reaches); others are closed at accept, with a
+//!   log line for the first and every 100th.
 //! - **Connections**: at most `max_connections` at once (the jam's peers
 //!   plus a few half-open ones); the next is closed at accept, with a log
 //!   line for the first refusal of a burst and every 100th after it.
@@ -145,14 +148,26 @@ impl TcpLink {
     }
 }
 
+/// Which source addresses may connect to the LAN Live port (see
+/// [`Host::listen_lan_tcp`](crate::host::Host::listen_lan_tcp)).
+pub type Admit = Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
+
+/// An [`Admit`] that lets every address in (tests on loopback, where the
+/// listener's own address already confines it).
+pub fn admit_all() -> Admit {
+    Arc::new(|_| true)
+}
+
 /// Accepts TCP joiners until the host stops (its command queue closes).
 pub(super) async fn accept_loop(
     listener: TcpListener,
     cmd: mpsc::Sender<Cmd>,
     max_connections: usize,
+    admit: Admit,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     let mut refused: u64 = 0;
+    let mut outsiders: u64 = 0;
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -167,6 +182,16 @@ pub(super) async fn accept_loop(
                 continue;
             }
         };
+        if !admit(addr.ip()) {
+            outsiders += 1;
+            if outsiders == 1 || outsiders % 100 == 0 {
+                tracing::warn!(
+                    "LAN Live: refused a TCP connection from {addr}: not on a network the jam is announced on ({outsiders} refused so far)"
+                );
+            }
+            drop(stream);
+            continue;
+        }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             refused += 1;
             if refused == 1 || refused % 100 == 0 {

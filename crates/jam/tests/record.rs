@@ -2,7 +2,8 @@
 //! (`tests/interop/midi_joiner.py`, our documented frame format from its
 //! own Python implementation) plays four notes with Record on, and they
 //! are in the host's shared song on the "Live" track with their pitches
-//! and durations; played with Record off, nothing is written.
+//! and durations, and so is a note of the host's own MIDI input; played
+//! with Record off, nothing is written.
 //!
 //! aiortc never offers 127.0.0.1, so the test re-runs itself inside a
 //! network namespace of its own whose `lo` also has 127.0.0.2 (as
@@ -240,6 +241,46 @@ async fn run() {
         assert!(w[1].1 > w[0].1, "onsets increase: {by_tick:?}");
     }
     assert!(share.lock().song().len() > events_before);
+
+    // The musician at the host plays along on its own MIDI input: recorded
+    // too, on the same track, after the joiner's notes.
+    ctl.send_midi(&[0x90, 48, 90]).expect("host input");
+    tokio::time::sleep(Duration::from_millis(HOLD_MS)).await;
+    ctl.send_midi(&[0x80, 48, 0]).expect("host input");
+    let deadline = Instant::now() + STEP;
+    let host_note = loop {
+        if let Some(n) = live_notes(&share).into_iter().find(|n| n.0 == 48) {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the host's own note was not recorded: {:?}",
+            live_notes(&share)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        host_note.1 > by_tick.last().unwrap().1,
+        "the host's note comes after the joiner's: {host_note:?} {by_tick:?}"
+    );
+    assert!(
+        host_note.2 >= want / 2 && host_note.2 <= want * 4,
+        "host note duration {} ticks, ~{want} expected",
+        host_note.2
+    );
+    // A note the host holds when Panic is pressed ends there.
+    ctl.send_midi(&[0x90, 50, 90]).expect("host input");
+    tokio::time::sleep(Duration::from_millis(HOLD_MS)).await;
+    ctl.panic().await;
+    let deadline = Instant::now() + STEP;
+    while !live_notes(&share).iter().any(|n| n.0 == 50) {
+        assert!(
+            Instant::now() < deadline,
+            "Panic did not end the host's held note: {:?}",
+            live_notes(&share)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // Record off again: nothing more is written.
     ctl.set_record(false).await;

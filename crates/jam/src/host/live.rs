@@ -369,6 +369,12 @@ impl Engine {
         let mut out = std::mem::take(&mut self.live.routed);
         match c {
             MidiCmd::Local { time_us, messages } => {
+                if let Some(r) = self.recording.as_mut() {
+                    let at = Instant::now();
+                    for m in &messages {
+                        r.recorder.message(at, super::record::HOST, m);
+                    }
+                }
                 self.live
                     .router
                     .local_input(now, time_us, &messages, &mut out);
@@ -382,7 +388,14 @@ impl Engine {
                     .router
                     .set_muted(now, Origin::peer(link(peer)), muted, &mut out);
             }
-            MidiCmd::Panic => self.live.router.panic(now, &mut out),
+            MidiCmd::Panic => {
+                // The peers' held notes end through the Note Offs the
+                // router hands to the local output; the host's own here.
+                if let Some(r) = self.recording.as_mut() {
+                    r.recorder.peer_gone(Instant::now(), super::record::HOST);
+                }
+                self.live.router.panic(now, &mut out)
+            }
             MidiCmd::Activity { reply } => {
                 let router = &self.live.router;
                 let mut rows: Vec<PeerMidi> = router

@@ -1,7 +1,8 @@
 //! The "Record" switch: live MIDI written into the shared song.
 //!
 //! While recording, every note the relay hands to the host's local output
-//! (what routed peers play: our app, browser pages) is paired Note On to
+//! (what routed peers play: our app, browser pages), and every note of the
+//! host's own MIDI input (the musician at the host plays along), is paired Note On to
 //! Note Off per peer, channel and key, placed on the song's tick grid by
 //! the wall clock since recording started (at the song's first tempo, so
 //! tick 0 is the moment Record was switched on: an overdub from the top),
@@ -33,6 +34,10 @@ pub(super) const FLUSH_EVERY: Duration = Duration::from_millis(250);
 pub(super) const MAX_PENDING: usize = 1024;
 /// Finished notes waiting for the next flush.
 pub(super) const MAX_DONE: usize = 8192;
+/// The player id the host's own input is recorded under: peer ids start
+/// at 1, so 0 is never a peer's, and a peer leaving never ends a note the
+/// host holds.
+pub(super) const HOST: PeerId = PeerId(0);
 /// The name of the track recorded notes go to (created on first use).
 pub const TRACK_NAME: &str = "Live";
 /// MidiEditor's pseudo channel of text events, and the track-name type.

@@ -479,7 +479,7 @@ $("song-open").addEventListener("click", async () => {
   try {
     const song = await invoke("open_song", { path: songPath() });
     renderSong(song);
-    say($("song-result"), "Sharing " + song.name + ". The jam restarted: give joiners the new code.", "ok");
+    say($("song-result"), "Sharing " + song.name + ". The jam restarted under the same code: people in it join again to get the song.", "ok");
   } catch (err) {
     say($("song-result"), "Not opened: " + String(err), "error");
   }

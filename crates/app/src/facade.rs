@@ -155,7 +155,7 @@ pub struct Saved {
 pub struct SaveImpact {
     /// The rendezvous moves (new URL or port).
     pub rendezvous: bool,
-    /// The host restarts: a new code, everyone in the jam is dropped.
+    /// The host restarts: everyone in the jam is dropped (the code stays).
     pub host: bool,
     /// Applied while the jam runs (peer limit, STUN/TURN list, gathering
     /// cap): same code, nobody dropped.
@@ -179,9 +179,9 @@ pub fn save_impact(old: &Settings, new: &Settings, connected: usize) -> SaveImpa
     let dropped_peers = if host { connected } else { 0 };
     let question = (dropped_peers > 0).then(|| {
         let what = if rendezvous {
-            "The jam moves to a new address and gets a new code"
+            "The jam moves to a new address"
         } else {
-            "The jam restarts with a new code"
+            "The jam restarts (same code)"
         };
         format!(
             "{what}: the {dropped_peers} peer(s) connected now are disconnected and must join again. Save anyway?"
@@ -467,8 +467,7 @@ impl App {
     }
 
     /// Shares the Standard MIDI File at `path` from now on (saved as a new
-    /// version). The jam restarts with a new code so every joiner receives
-    /// it. A file that is not MIDI is refused and nothing changes.
+    /// version). The jam restarts (same code) so every joiner receives it. A file that is not MIDI is refused and nothing changes.
     pub async fn open_song(&self, path: String) -> Result<jam::hub::SongView, String> {
         let path = PathBuf::from(path.trim());
         if path.as_os_str().is_empty() {
@@ -478,7 +477,7 @@ impl App {
     }
 
     /// Shares a new empty song from now on (the old one stays in the saved
-    /// versions); the jam restarts with a new code.
+    /// versions); the jam restarts under the same code.
     pub async fn new_song(&self) -> Result<jam::hub::SongView, String> {
         self.replace_song(|state| state.new_song(crate::shared_song::NEW_SONG_NAME))
             .await

@@ -190,8 +190,8 @@ impl Jam {
         self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Shares `song` from now on: the host restarts (a new code, everyone
-    /// joins again and receives it).
+    /// Shares `song` from now on: the host restarts (the code stays;
+    /// everyone joins again and receives it).
     pub async fn share_song(&self, song: jam::hub::SongShare) -> Impact {
         let settings = {
             let mut last = self.last();
@@ -252,9 +252,10 @@ impl Jam {
     }
 
     /// Moves the jam to new settings, doing what [`impact`] says: a new
-    /// rendezvous, port or name means a new code and everyone dropped; the
+    /// rendezvous, port or name means everyone dropped (a remote
+    /// rendezvous also gives a new code; the bundled one keeps it); the
     /// peer limit, STUN/TURN list and gathering cap apply live. Returns when
-    /// the change is made (a new code may still be on its way).
+    /// the change is made (the code may still be on its way).
     pub async fn apply(&self, settings: Settings) -> Impact {
         let (mut cfg, warning) = hosted_config(&settings, &self.options, self.midi_system.clone());
         {

@@ -168,7 +168,10 @@ async fn closing_while_a_save_applies_still_asks_about_the_connected_peer() {
     assert!(impact.host && !impact.rendezvous, "{impact:?}");
     assert_eq!(impact.dropped_peers, 1);
     let q = impact.question.expect("a question");
-    assert!(q.contains("1 peer(s)") && q.contains("new code"), "{q}");
+    assert!(
+        q.contains("1 peer(s)") && q.contains("restarts") && q.contains("join again"),
+        "{q}"
+    );
     // A MIDI port change drops nobody: no question.
     let impact = r.app.save_impact(form(&r.app.settings())).unwrap();
     assert_eq!(impact.question, None);

@@ -204,11 +204,12 @@ impl HostedConfig {
 #[serde(rename_all = "camelCase")]
 pub struct Impact {
     /// The jam moves to another rendezvous (bundled port or bind address,
-    /// another URL, bundled to remote or back): a new code and address,
-    /// everyone is dropped.
+    /// another URL, bundled to remote or back): a new address, everyone is
+    /// dropped (the code stays while the rendezvous is a bundled one).
     pub rendezvous: bool,
     /// The jam host restarts on the same rendezvous (a new name or shared
-    /// song): a new code, everyone is dropped.
+    /// song): everyone is dropped; the code stays (the bundled rendezvous
+    /// gives the restarted host its old code again).
     pub host: bool,
     /// Applied while the jam runs (peer limit, STUN/TURN servers, gathering
     /// cap, ICE addresses): the code stays, nobody is dropped; the next
@@ -252,8 +253,8 @@ impl Impact {
         }
     }
 
-    /// Whether the running jam ends: a new code, and every connected peer
-    /// has to join again.
+    /// Whether the running jam ends: every connected peer has to join
+    /// again.
     pub fn drops_peers(&self) -> bool {
         self.rendezvous || self.host
     }
@@ -267,12 +268,12 @@ impl Impact {
     pub fn describe(&self) -> Option<String> {
         if self.rendezvous {
             Some(
-                "The jam restarts at the new address with a new code: everyone connected is dropped and has to join again."
+                "The jam moves to the new address: everyone connected is dropped and has to join again there."
                     .into(),
             )
         } else if self.host {
             Some(
-                "The jam restarts with a new code: everyone connected is dropped and has to join again."
+                "The jam restarts (its code stays the same): everyone connected is dropped and has to join again."
                     .into(),
             )
         } else if self.live || self.advert || self.midi {
@@ -326,7 +327,7 @@ mod tests {
         };
         let i = Impact::between(&a, &moved);
         assert!(i.rendezvous && !i.host && i.drops_peers(), "{i:?}");
-        assert!(i.describe().unwrap().contains("new code"));
+        assert!(i.describe().unwrap().contains("new address"));
 
         let remote = HostedConfig {
             rendezvous: RendezvousChoice::Remote("http://10.0.0.2:8787/ ".parse().unwrap()),

@@ -106,6 +106,7 @@ impl Hosted {
             local_midi: None,
             ports_to: None,
             port_notices,
+            last_code: None,
         };
         let task = tokio::spawn(sup.run(cmd_rx, port_notices_rx));
         (
@@ -191,7 +192,7 @@ impl Hosted {
 
     /// Moves the jam to `cfg`, doing what [`Impact::between`] the current
     /// config and `cfg` says: live changes keep the code and the peers.
-    /// Returns when the change is made (a new code may still be on its way).
+    /// Returns when the change is made (the code may still be on its way).
     pub async fn apply(&self, cfg: HostedConfig) -> Impact {
         let (tx, rx) = oneshot::channel();
         if self.cmd.send(Cmd::Apply(Box::new(cfg), tx)).await.is_ok() {
@@ -231,6 +232,10 @@ struct Supervisor {
     /// A joined jam the ports play in instead of ours.
     ports_to: Option<Arc<dyn JamPorts>>,
     port_notices: local_midi::Notices,
+    /// The code of the jam before its host last stopped: a restart on the
+    /// bundled rendezvous (another song, another name) asks for it again,
+    /// so the code people were told keeps working.
+    last_code: Option<jam::types::Code>,
 }
 
 impl Supervisor {
@@ -530,6 +535,11 @@ impl Supervisor {
             },
             max_peers: self.cfg.peer_limit(),
             rtc: self.cfg.rtc(),
+            keep_code: if matches!(target, Target::Bundled(_)) {
+                self.last_code
+            } else {
+                None
+            },
             target,
             share_urls: urls.clone(),
         };
@@ -721,6 +731,9 @@ impl Supervisor {
             self.close_local_midi().await;
         }
         self.lan_live.tcp = None;
+        if let Some(code) = self.view.borrow().code.as_deref() {
+            self.last_code = code.parse().ok();
+        }
         self.view.send_modify(|v| {
             v.peers.clear();
             v.midi.clear();
@@ -752,9 +765,14 @@ impl Supervisor {
                 renewed,
             } => {
                 if renewed {
+                    let same = self.view.borrow().code.as_deref() == Some(code.as_str());
                     self.push_notice(
                         Level::Warning,
-                        format!("The rendezvous lost the session; the new code is {code}."),
+                        if same {
+                            format!("The rendezvous lost the session; it is open again under the same code {code}.")
+                        } else {
+                            format!("The rendezvous lost the session; the new code is {code}.")
+                        },
                     );
                 }
                 let link = urls.first().map(|u| join_link(u, &code));

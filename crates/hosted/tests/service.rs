@@ -190,10 +190,11 @@ async fn a_live_change_keeps_the_code_and_the_peer_and_takes_the_new_limit() {
 }
 
 /// A new name is the one change on the same rendezvous that restarts the
-/// host: a new code, and the peer in is dropped (which is why a front end
-/// asks first, from [`Impact::drops_peers`]).
+/// host: the peer in is dropped (which is why a front end asks first, from
+/// [`Impact::drops_peers`]), and the jam comes back under the same code, so
+/// the code people were told still lets them in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_name_restarts_with_a_new_code_on_the_same_port() {
+async fn a_new_name_restarts_the_host_under_the_same_code_on_the_same_port() {
     let old = config(4);
     let (h, mut events) = Hosted::start(old.clone());
     let v = wait_view(&h, "a code", |v| v.code.is_some()).await;
@@ -214,13 +215,19 @@ async fn a_new_name_restarts_with_a_new_code_on_the_same_port() {
         )
     })
     .await;
-    let v = wait_view(&h, "a new code", |v| {
-        v.phase == Phase::Hosting && v.code.as_ref().is_some_and(|c| *c != code)
+    let v = wait_view(&h, "hosting again", |v| {
+        v.phase == Phase::Hosting && v.code.is_some()
     })
     .await;
+    assert_eq!(v.code.as_deref(), Some(code.as_str()), "the code stays");
     assert_eq!(v.port, port, "the rendezvous kept its port");
     assert_eq!(v.connected(), 0);
     j.leave().await;
+    // The same code lets the next joiner into the restarted host.
+    let again = join(&v, "Player again").await.expect("joins again");
+    let v = wait_view(&h, "one connected again", |v| v.connected() == 1).await;
+    assert_eq!(v.peers[0].display_name.as_deref(), Some("Player again"));
+    again.leave().await;
     h.stop().await;
 }
 

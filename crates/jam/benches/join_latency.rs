@@ -542,6 +542,7 @@ async fn start_host() -> Hosted {
         },
         target: Target::bundled(server.rdv.clone()),
         share_urls: vec![server.url()],
+        keep_code: None,
     })
     .await
     .expect("host starts");

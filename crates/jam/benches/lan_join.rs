@@ -119,6 +119,7 @@ async fn start_host(name: String, advertise: bool) -> Hosting {
         rtc: rtc(IP_A),
         target: Target::bundled(server.rdv.clone()),
         share_urls: vec![url.clone()],
+        keep_code: None,
     })
     .await
     .expect("host starts");

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use types::Millis;
+use types::{Code, Millis};
 
 use crate::hub::{HubNote, Sender, SongShare, SongView};
 use crate::protocol::{Action, ClientKind, Jam, JamConfig, LeaveReason, PeerEvent, PeerId};
@@ -79,6 +79,10 @@ pub struct HostConfig {
     pub target: Target,
     /// The rendezvous URLs to tell people (shown with the code).
     pub share_urls: Vec<String>,
+    /// The code to host under again, on the bundled rendezvous, when no
+    /// live session holds it: a jam restarted for another song or name
+    /// keeps the code its people were told. `None`: a fresh code.
+    pub keep_code: Option<Code>,
 }
 
 /// What a running host can change without dropping anyone (see
@@ -230,7 +234,9 @@ impl Host {
         }
         let signaller = Signaller::new(cfg.target.clone());
         signaller.health().await?;
-        let session = signaller.open(&cfg.session_id, &cfg.display_name).await?;
+        let session = signaller
+            .open(&cfg.session_id, &cfg.display_name, cfg.keep_code)
+            .await?;
 
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
         let (events, first_rx) = broadcast::channel(1024);
@@ -458,9 +464,14 @@ async fn signalling_loop(
                 }
             }
             Err(SignalError::SessionGone) => {
-                // MidiEditor would end the jam here; we register again and
-                // report the new code, so the peers already in stay in.
-                match signaller.open(&cfg.session_id, &cfg.display_name).await {
+                // MidiEditor would end the jam here; we register again
+                // (under the same code when the bundled rendezvous has it
+                // free) and report the code, so the peers already in stay in.
+                let lost = session_tx.borrow().code;
+                match signaller
+                    .open(&cfg.session_id, &cfg.display_name, Some(lost))
+                    .await
+                {
                     Ok(s) => {
                         seen.clear();
                         let _ = events.send(HostEvent::Hosting {

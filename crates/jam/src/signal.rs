@@ -152,11 +152,15 @@ impl Signaller {
         Ok(())
     }
 
-    /// Registers a new session and returns its code.
+    /// Registers a new session and returns its code. On the bundled
+    /// rendezvous the session gets `prefer` when no live session holds it
+    /// (a restarted host keeps its code); a remote v3 rendezvous always
+    /// draws the code itself.
     pub async fn open(
         &self,
         session_id: &str,
         display_name: &str,
+        prefer: Option<Code>,
     ) -> Result<HostSession, SignalError> {
         match &self.via {
             Via::Remote(client) => {
@@ -171,7 +175,10 @@ impl Signaller {
                 })
             }
             Via::Bundled(rdv) => {
-                let opened = rdv.host_open(session_id, display_name, true)?;
+                let opened = match prefer {
+                    Some(code) => rdv.host_reopen(session_id, display_name, true, code)?,
+                    None => rdv.host_open(session_id, display_name, true)?,
+                };
                 Ok(HostSession {
                     code: opened.code,
                     token: opened.host_token,

@@ -165,6 +165,7 @@ async fn a_check_never_disturbs_a_jam_hosted_on_the_same_rendezvous() {
         },
         target: Target::bundled(server.rdv.clone()),
         share_urls: vec![server.url()],
+        keep_code: None,
     })
     .await
     .expect("the jam host starts");

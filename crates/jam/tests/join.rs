@@ -76,6 +76,7 @@ async fn host(max_peers: usize, table: TableLimits) -> Hosted {
         rtc: rtc(),
         target: Target::bundled(server.rdv.clone()),
         share_urls: vec![server.url()],
+        keep_code: None,
     })
     .await
     .expect("host starts");

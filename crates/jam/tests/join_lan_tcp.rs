@@ -59,6 +59,7 @@ async fn our_joiner_joins_our_host_over_lan_tcp_and_chats_both_ways() {
         rtc: rtc(),
         target: Target::bundled(server.rdv.clone()),
         share_urls: vec![server.url()],
+        keep_code: None,
     })
     .await
     .expect("host starts");

@@ -98,6 +98,7 @@ async fn the_host_relays_mutes_panics_and_releases_over_webrtc() {
         rtc: loopback(),
         target: Target::bundled(server.rdv.clone()),
         share_urls: vec![base.clone()],
+        keep_code: None,
     })
     .await
     .unwrap();

@@ -131,6 +131,7 @@ async fn run() {
             },
             target: Target::bundled(server.rdv.clone()),
             share_urls: vec![base.clone()],
+            keep_code: None,
         },
         Some(share.clone()),
     )

@@ -119,7 +119,7 @@ async fn a_flood_of_unannounced_length_stops_at_the_body_cap_too() {
 async fn flooded_poll_stops_at_the_cap(announce_length: bool) {
     let (url, sent) = flooding_server(announce_length).await;
     let signaller = Signaller::new(Target::Remote(url.parse().unwrap()));
-    let session = signaller.open("sess", "Host").await.expect("open");
+    let session = signaller.open("sess", "Host", None).await.expect("open");
     let err = tokio::time::timeout(
         Duration::from_secs(20),
         signaller.next_offers(&session, &HashSet::new()),
@@ -171,7 +171,7 @@ async fn a_remote_host_long_polls_and_answers_through_the_one_client() {
     let url: RendezvousUrl = server.url().parse().unwrap();
     let host = Signaller::new(Target::Remote(url.clone()));
     host.health().await.expect("our rendezvous is healthy");
-    let session = host.open("sess", "Host").await.expect("open");
+    let session = host.open("sess", "Host", None).await.expect("open");
 
     let polling = tokio::spawn({
         let host = host.clone();

@@ -50,6 +50,7 @@ async fn start_jam() -> Jam {
         rtc: loopback(),
         target: Target::bundled(server.rdv.clone()),
         share_urls: vec![base.clone()],
+        keep_code: None,
     })
     .await
     .expect("host starts");

@@ -130,7 +130,7 @@ fn print(json: bool, e: &HostEvent) {
                 renewed,
             } => {
                 let mut s = if *renewed {
-                    format!("The rendezvous lost the session; new code: {code}")
+                    format!("The rendezvous lost the session; hosting again. Code: {code}")
                 } else {
                     format!("Hosting. Code: {code}")
                 };

@@ -401,6 +401,18 @@ impl Rendezvous {
         display_name: &str,
         protect_answers: bool,
     ) -> Result<crate::table::Created, CreateError> {
+        self.host_open_preferring(session_id, display_name, protect_answers, None)
+    }
+
+    /// [`host_open`](Self::host_open) under `prefer` when no live session
+    /// holds it: a host that restarts keeps the code it had.
+    pub fn host_open_preferring(
+        &self,
+        session_id: &str,
+        display_name: &str,
+        protect_answers: bool,
+        prefer: Option<Code>,
+    ) -> Result<crate::table::Created, CreateError> {
         let info = crate::table::SessionInfo {
             session_id: session_id.to_owned(),
             display_name: wire::truncate_utf16(display_name, wire::MAX_DISPLAY_NAME_UNITS)
@@ -412,7 +424,7 @@ impl Rendezvous {
         let now = self.inner.clock.now();
         let created = {
             let mut t = lock(&self.inner.table);
-            let c = t.create(now, info, protect_answers, None, &mut OsEntropy);
+            let c = t.create_preferring(now, info, protect_answers, None, &mut OsEntropy, prefer);
             self.wake_evicted(&mut t);
             c
         };

@@ -451,6 +451,23 @@ impl Table {
         source: Option<IpAddr>,
         entropy: &mut dyn Entropy,
     ) -> Result<Created, CreateError> {
+        self.create_preferring(now, info, protect_answers, source, entropy, None)
+    }
+
+    /// [`create`](Self::create), taking `prefer` as the code when no live
+    /// session holds it (a fresh one is drawn otherwise). Only the
+    /// in-process host asks for a code: a jam that restarts (another song,
+    /// another name) keeps the code its people were told. Never offered
+    /// over HTTP, where choosing a code would let a client sit on one.
+    pub fn create_preferring(
+        &mut self,
+        now: Millis,
+        info: SessionInfo,
+        protect_answers: bool,
+        source: Option<IpAddr>,
+        entropy: &mut dyn Entropy,
+        prefer: Option<Code>,
+    ) -> Result<Created, CreateError> {
         if self.sessions.len() >= self.limits.max_sessions {
             // Expired sessions may still occupy room until the sweep; make
             // sure the cap counts live ones only before refusing.
@@ -479,8 +496,11 @@ impl Table {
         // With at most `max_sessions` of 923,521 codes taken, 64 draws all
         // colliding is practically impossible unless the table is nearly
         // full, and then refusing is the right answer.
-        let mut code = None;
+        let mut code = prefer.filter(|c| self.live(now, *c).is_none());
         for _ in 0..64 {
+            if code.is_some() {
+                break;
+            }
             let c = crate::code::random_code(entropy);
             if self.live(now, c).is_none() {
                 code = Some(c);
@@ -1076,6 +1096,36 @@ mod tests {
         let second = t.create(Millis(0), info("b"), false, None, &mut e).unwrap();
         assert_eq!(second.code.as_str(), "BBBB");
         assert_eq!(t.lookup(Millis(1), first.code).unwrap().session_id, "a");
+    }
+
+    #[test]
+    fn a_preferred_code_is_given_when_free_and_a_fresh_one_when_live() {
+        let mut t = table();
+        let first = t
+            .create(Millis(0), info("a"), true, None, &mut OsEntropy)
+            .unwrap();
+        let code = first.code;
+        // Live: the preference yields to the session holding it.
+        let other = t
+            .create_preferring(Millis(0), info("b"), true, None, &mut OsEntropy, Some(code))
+            .unwrap();
+        assert_ne!(other.code, code);
+        assert_eq!(t.lookup(Millis(1), code).unwrap().session_id, "a");
+        // Closed: the restarted host gets it again, with a new token.
+        t.remove(code);
+        let again = t
+            .create_preferring(
+                Millis(2),
+                info("a2"),
+                true,
+                None,
+                &mut OsEntropy,
+                Some(code),
+            )
+            .unwrap();
+        assert_eq!(again.code, code);
+        assert_ne!(again.host_token, first.host_token);
+        assert_eq!(t.lookup(Millis(3), code).unwrap().session_id, "a2");
     }
 
     #[test]

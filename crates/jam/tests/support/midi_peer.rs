@@ -62,6 +62,7 @@ pub async fn start_host(name: &str) -> Hosted {
         rtc: loopback(),
         target: Target::bundled(server.rdv.clone()),
         share_urls: vec![base.clone()],
+        keep_code: None,
     })
     .await
     .expect("host starts");

@@ -475,14 +475,47 @@ function formatLength(seconds) {
 
 const songPath = () => /** @type {HTMLInputElement} */ ($("song-path")).value.trim();
 
-$("song-open").addEventListener("click", async () => {
+/** @param {() => Promise<any>} open */
+async function shareSong(open) {
   try {
-    const song = await invoke("open_song", { path: songPath() });
+    const song = await open();
     renderSong(song);
     say($("song-result"), "Sharing " + song.name + ". The jam restarted under the same code: people in it join again to get the song.", "ok");
   } catch (err) {
     say($("song-result"), "Not opened: " + String(err), "error");
   }
+}
+
+$("song-open").addEventListener("click", () => shareSong(() => invoke("open_song", { path: songPath() })));
+
+// The system's file picker (the webview's own, no plugin): the window reads
+// the file and hands its name and bytes over (base64 in the JSON arguments,
+// which every platform's IPC carries alike).
+
+/** @param {Uint8Array} bytes */
+function toBase64(bytes) {
+  let bin = "";
+  // In slices: String.fromCharCode takes its bytes as arguments.
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(bin);
+}
+
+const songFile = /** @type {HTMLInputElement} */ ($("song-file"));
+$("song-choose").addEventListener("click", () => songFile.click());
+songFile.addEventListener("change", async () => {
+  const file = songFile.files && songFile.files[0];
+  if (!file) return;
+  // The same cap as the app's (jam::hub::MAX_SONG_FILE), said before reading.
+  if (file.size > 16 * 1024 * 1024) {
+    say($("song-result"), `Not opened: ${file.name} is ${Math.round(file.size / 1e6)} MB; a shared song can be at most 16 MB.`, "error");
+    return;
+  }
+  say($("song-result"), "Opening " + file.name + "…", "info");
+  await shareSong(async () => invoke("open_song_data", { name: file.name, dataB64: toBase64(new Uint8Array(await file.arrayBuffer())) }));
+  // Picking the same file again is a change too.
+  songFile.value = "";
 });
 $("song-new").addEventListener("click", async () => {
   try {

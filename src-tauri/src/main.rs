@@ -125,6 +125,16 @@ async fn open_song(app: State<'_, App>, path: String) -> Result<SongView, String
     app.open_song(path).await
 }
 
+/// A file the window's picker read: its name and its bytes in base64.
+#[tauri::command]
+async fn open_song_data(
+    app: State<'_, App>,
+    name: String,
+    data_b64: String,
+) -> Result<SongView, String> {
+    app.open_song_data(name, data_b64).await
+}
+
 #[tauri::command]
 async fn new_song(app: State<'_, App>) -> Result<SongView, String> {
     app.new_song().await
@@ -199,6 +209,7 @@ fn main() {
             leave_jam,
             get_song,
             open_song,
+            open_song_data,
             new_song,
             export_song,
             open_log_folder,

@@ -623,6 +623,66 @@ fn an_invalid_turn_url_is_refused_and_nothing_is_saved_then_settings_survive_a_r
     app.close();
 }
 
+/// A Standard MIDI File of one note (format 0, 96 ticks a quarter).
+const ONE_NOTE_SMF: &[u8] = &[
+    b'M', b'T', b'h', b'd', 0, 0, 0, 6, 0, 0, 0, 1, 0, 96, //
+    b'M', b'T', b'r', b'k', 0, 0, 0, 12, //
+    0x00, 0x90, 60, 100, 0x60, 0x80, 60, 0, 0x00, 0xFF, 0x2F, 0x00,
+];
+
+#[test]
+fn a_midi_file_picked_in_the_song_panel_is_shared_under_the_same_code() {
+    let _one = lock();
+    let rig = Rig::new(true);
+    rig.seed_settings(json!({}));
+    let app = launch(&rig);
+    let code = app.code();
+    let files = rig.dir.join("picked");
+    std::fs::create_dir_all(&files).unwrap();
+    let good = files.join("Late night blues é.mid");
+    std::fs::write(&good, ONE_NOTE_SMF).unwrap();
+    let bad = files.join("notes.mid");
+    std::fs::write(&bad, b"not a MIDI file").unwrap();
+
+    // What the system's file picker hands the page, set the WebDriver way
+    // (a file input takes the chosen path as its "keys").
+    let pick = |path: &std::path::Path| {
+        let input = app.find("#song-file");
+        let r = app.call(
+            "POST",
+            &format!("/element/{input}/value"),
+            Some(json!({"text": path.display().to_string()})),
+        );
+        assert!(r["value"].is_null(), "file input: {r}");
+    };
+
+    pick(&bad);
+    let said = app.wait_js(
+        Duration::from_secs(10),
+        "the refusal",
+        "const t = document.getElementById('song-result').textContent; return t.startsWith('Not opened') ? t : null;",
+    );
+    eprintln!("a file that is not MIDI: {said}");
+    assert!(said.as_str().unwrap().contains("notes.mid"), "{said}");
+    assert_eq!(app.text("#song-name"), "jam.mid", "nothing changed");
+
+    pick(&good);
+    let shown = app.wait_js(
+        Duration::from_secs(20),
+        "the picked song shared",
+        "const n = document.getElementById('song-name').textContent; return n !== 'jam.mid' && n !== '—' ? n : null;",
+    );
+    assert_eq!(shown, json!("Late night blues é.mid"));
+    assert!(
+        app.text("#song-result").contains("same code"),
+        "{}",
+        app.text("#song-result")
+    );
+    // The name shows once the restart is done (the command returns then).
+    assert_eq!(app.code(), code, "the restarted jam keeps its code");
+    app.close();
+}
+
 #[test]
 fn apply_to_midieditor_writes_its_two_keys_and_keeps_the_others() {
     let _one = lock();

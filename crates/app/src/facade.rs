@@ -476,6 +476,38 @@ impl App {
         self.replace_song(move |state| state.from_file(&path)).await
     }
 
+    /// Shares a MIDI file the window read with its file picker: the app
+    /// gets the file's name and its bytes (base64, as JSON carries them on
+    /// every platform's IPC), never its path. Refused, changing nothing,
+    /// when it is empty, not MIDI, or larger than
+    /// [`jam::hub::MAX_SONG_FILE`] (checked before decoding).
+    pub async fn open_song_data(
+        &self,
+        name: String,
+        data_b64: String,
+    ) -> Result<jam::hub::SongView, String> {
+        use base64::Engine as _;
+        let shown = jam::hub::song_file_name(&name);
+        if data_b64.len() > jam::hub::MAX_SONG_FILE / 3 * 4 + 4 {
+            return Err(format!(
+                "{shown} is larger than a shared song can be ({} MB).",
+                jam::hub::MAX_SONG_FILE / 1_000_000
+            ));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data_b64.trim())
+            .map_err(|e| format!("{shown}: the file did not arrive whole ({e})."))?;
+        if bytes.is_empty() {
+            return Err(format!("{shown} is empty."));
+        }
+        self.replace_song(move |state| {
+            state
+                .from_bytes(&name, &bytes)
+                .map_err(|e| format!("{shown}: {e}"))
+        })
+        .await
+    }
+
     /// Shares a new empty song from now on (the old one stays in the saved
     /// versions); the jam restarts under the same code.
     pub async fn new_song(&self) -> Result<jam::hub::SongView, String> {

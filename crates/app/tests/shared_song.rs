@@ -181,6 +181,29 @@ async fn the_apps_jam_shares_a_song_that_survives_a_restart_and_exports() {
     std::fs::write(&bad, b"not midi").unwrap();
     assert!(app.open_song(bad.display().to_string()).await.is_err());
     assert_eq!(app.song().unwrap(), again);
+    // The same through the window's file picker (name and base64 bytes):
+    // not base64, empty, not MIDI, over the size cap: each refused in
+    // words, the song unchanged.
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let huge = "A".repeat(jam::hub::MAX_SONG_FILE / 3 * 4 + 8);
+    for (name, data, says) in [
+        ("x.mid", "%%%".to_owned(), "did not arrive whole"),
+        ("x.mid", String::new(), "empty"),
+        (
+            "/tmp/../x.mid",
+            b64(b"not midi"),
+            "x.mid: not a Standard MIDI File",
+        ),
+        ("x.mid", huge, "larger than a shared song can be"),
+    ] {
+        let err = app
+            .open_song_data(name.to_owned(), data)
+            .await
+            .expect_err("refused");
+        assert!(err.contains(says), "{name}: {err}");
+    }
+    assert_eq!(app.song().unwrap(), again);
     let code = app.view().code;
     let opened = app
         .open_song(out.display().to_string())

@@ -458,14 +458,33 @@ impl StateDir {
 
     /// Shares a Standard MIDI File from now on (saved as a new version).
     pub fn from_file(&self, path: &Path) -> Result<SongShare, String> {
+        let size = std::fs::metadata(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .len();
+        if size > MAX_SONG_FILE as u64 {
+            return Err(too_big(&path.display().to_string(), size));
+        }
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let song = smf::load(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("jam.mid")
-            .to_owned();
-        Ok(SongShare::new(Hub::new(song, &name, Some(self.store()?))))
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        self.from_bytes(name, &bytes)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Shares the Standard MIDI File `bytes` under the file name `name`
+    /// (what a file picker hands over: the window reads the file, the app
+    /// never sees its path). Only the last path component of `name` is
+    /// kept, without control characters and at most 120 characters;
+    /// nothing usable left gives `jam.mid`.
+    pub fn from_bytes(&self, name: &str, bytes: &[u8]) -> Result<SongShare, String> {
+        if bytes.len() > MAX_SONG_FILE {
+            return Err(too_big("the file", bytes.len() as u64));
+        }
+        let song = smf::load(bytes).map_err(|e| e.to_string())?;
+        Ok(SongShare::new(Hub::new(
+            song,
+            &song_file_name(name),
+            Some(self.store()?),
+        )))
     }
 
     /// Shares a new empty song (MidiEditor's new-file shape).
@@ -476,10 +495,48 @@ impl StateDir {
     }
 }
 
+/// The largest MIDI file a jam shares: its `filetransfer` frame (base64,
+/// 4/3 of the file, plus JSON) stays well under MidiEditor's 32 MiB frame
+/// cap. Real songs are a few hundred KB.
+pub const MAX_SONG_FILE: usize = 16 * 1024 * 1024;
+
+fn too_big(what: &str, size: u64) -> String {
+    format!(
+        "{what} is {} MB; a shared song can be at most {} MB",
+        size / 1_000_000,
+        MAX_SONG_FILE / 1_000_000
+    )
+}
+
+/// A file name as a picker gives it, made safe to show and to send (see
+/// [`StateDir::from_bytes`]).
+pub fn song_file_name(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let clean: String = last.chars().filter(|c| !c.is_control()).take(120).collect();
+    let clean = clean.trim();
+    if clean.is_empty() || clean == "." || clean == ".." {
+        "jam.mid".to_owned()
+    } else {
+        clean.to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::framing::decode;
+
+    #[test]
+    fn a_picked_file_name_keeps_its_last_component_only() {
+        assert_eq!(song_file_name("Blues.mid"), "Blues.mid");
+        assert_eq!(song_file_name("/home/me/Blues.mid"), "Blues.mid");
+        assert_eq!(song_file_name("C:\\Music\\Blues.mid"), "Blues.mid");
+        assert_eq!(song_file_name("bad\u{1b}[2Jname.mid"), "bad[2Jname.mid");
+        assert_eq!(song_file_name(""), "jam.mid");
+        assert_eq!(song_file_name("../"), "jam.mid");
+        assert_eq!(song_file_name(".."), "jam.mid");
+        assert_eq!(song_file_name(&"x".repeat(500)).chars().count(), 120);
+    }
 
     fn cfg(mode: SessionMode) -> JamConfig {
         JamConfig {

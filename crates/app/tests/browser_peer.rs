@@ -178,3 +178,93 @@ fn a_browser_peer_is_listed_as_browser_and_mute_panic_and_kick_work_on_it() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// The host restarts under the same code (a new name here; a new song does
+/// the same): the page is told so in `sessionEnded` and joins again by
+/// itself, with its name, and plays on the host's synth again.
+#[test]
+fn a_browser_peer_joins_again_by_itself_when_the_host_restarts_under_the_same_code() {
+    preflight();
+    let ns = Arc::new(Netns::new("jbr"));
+    let inside = ns.clone();
+    let t = ns.spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let system = MemoryMidi::new();
+            let synth = system.add_output("Synth Out");
+            let settings = app::settings::Settings {
+                listen_port: free_port(),
+                advertise: false,
+                display_name: "Ada".into(),
+                midi_output: "Synth Out".into(),
+                ..app::settings::Settings::default()
+            };
+            let jam = Jam::start_with_midi(settings.clone(), options(), Arc::new(system.clone()));
+            let v = wait_view(&jam, "a code", |v| v.code.is_some()).await;
+            let code = v.code.clone();
+            let link = v.join_link.clone().expect("a join link");
+
+            let mut page = Page::start(&inside, &["--loopback"]);
+            page.ok(json!({"cmd": "open", "url": link}));
+            page.ok(json!({"cmd": "fill", "sel": "#name", "text": "Ann"}));
+            page.ok(json!({"cmd": "tap", "sel": "#join"}));
+            page.wait("jamPage.phase() === 'joined'", Duration::from_secs(30));
+
+            // A new name restarts the host on the same rendezvous.
+            let restart = std::time::Instant::now();
+            let impact = jam
+                .apply(app::settings::Settings {
+                    display_name: "Ada's band".into(),
+                    ..settings
+                })
+                .await;
+            assert!(impact.host, "{impact:?}");
+            page.wait(
+                "jamPage.state.rejoins === 1 && jamPage.phase() === 'joined'",
+                Duration::from_secs(30),
+            );
+            eprintln!(
+                "restart asked -> the page in the jam again: {:?}",
+                restart.elapsed()
+            );
+            let v = wait_view(&jam, "Ann back as a Browser peer", |v| {
+                v.peers.iter().any(|p| {
+                    p.client == ClientKind::Browser
+                        && p.display_name.as_deref() == Some("Ann")
+                        && p.state == jam::registry::PeerState::Connected
+                }) && v.midi.iter().any(|m| m.channel_open)
+            })
+            .await;
+            assert_eq!(v.code, code, "the same code");
+            page.wait(
+                "jamPage.state.midi && jamPage.state.midi.readyState === 'open'",
+                Duration::from_secs(10),
+            );
+            page.ok(json!({"cmd": "touch", "keys": [62]}));
+            until(
+                "the synth plays the page's D after the restart",
+                Duration::from_secs(5),
+                || played(&synth, 0x90, 62),
+                || format!("{:?}", synth.received()),
+            )
+            .await;
+            page.ok(json!({"cmd": "untouch"}));
+
+            // A host that ends the jam is not followed: the page says so.
+            jam.stop().await;
+            page.wait(
+                "jamPage.phase() === 'failed' && jamPage.problem().includes('ended the jam')",
+                Duration::from_secs(10),
+            );
+            assert_eq!(page.eval("jamPage.state.rejoins"), json!(1));
+            page.ok(json!({"cmd": "quit"}));
+        });
+    });
+    if let Err(e) = t.join() {
+        std::panic::resume_unwind(e);
+    }
+}

@@ -341,7 +341,7 @@ impl Supervisor {
     }
 
     async fn shut_down(&mut self) {
-        self.stop_host().await;
+        self.stop_host(false).await;
         self.stop_server().await;
     }
 
@@ -435,12 +435,15 @@ impl Supervisor {
 
     async fn apply(&mut self, new: HostedConfig) -> Impact {
         let impact = Impact::between(&self.cfg, &new);
+        // The code survives a restart from one bundled rendezvous to
+        // another (`keep_code`); only then are peers told to come back.
+        let same_code = self.cfg.rendezvous.is_bundled() && new.rendezvous.is_bundled();
         self.cfg = new;
         if impact.advert {
             self.stop_advert().await;
         }
         if impact.drops_peers() {
-            self.stop_host().await;
+            self.stop_host(same_code).await;
         }
         if impact.rendezvous {
             self.stop_server().await;
@@ -708,11 +711,17 @@ impl Supervisor {
         self.view.send_modify(|v| v.advertised = false);
     }
 
-    async fn stop_host(&mut self) {
+    /// Stops the jam host; `restarting`: it comes back at once under the
+    /// same code, and its peers are told so ([`Host::stop_for_restart`]).
+    async fn stop_host(&mut self, restarting: bool) {
         self.stop_advert().await;
         let rest = self.host_events.take();
         if let Some(h) = self.host.take() {
-            h.stop().await;
+            if restarting {
+                h.stop_for_restart().await;
+            } else {
+                h.stop().await;
+            }
         }
         // The host's last events (peers told and gone, `Stopped`) go to the
         // event receivers; the view is cleared below anyway.

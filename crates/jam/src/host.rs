@@ -201,6 +201,9 @@ enum Cmd {
     },
     Stop {
         done: oneshot::Sender<()>,
+        /// The same jam comes back at once under the same code (see
+        /// [`Host::stop_for_restart`]).
+        restarting: bool,
     },
 }
 
@@ -352,8 +355,22 @@ impl Host {
     /// Stops cleanly: peers are told and closed, the session is removed from
     /// the rendezvous (the bundled one at once; a remote one lapses).
     pub async fn stop(self) {
+        self.stop_with(false).await;
+    }
+
+    /// Stops as [`stop`](Self::stop) does, telling the peers the jam comes
+    /// back at once under the same code (another song or name on the same
+    /// bundled rendezvous): the farewell chat says so, and `sessionEnded`
+    /// carries `"restarting": true` (our extension; MidiEditor reads only
+    /// the type), on which the join page and our joiner join again by
+    /// themselves.
+    pub async fn stop_for_restart(self) {
+        self.stop_with(true).await;
+    }
+
+    async fn stop_with(self, restarting: bool) {
         let (done, wait) = oneshot::channel();
-        if self.cmd.send(Cmd::Stop { done }).await.is_ok() {
+        if self.cmd.send(Cmd::Stop { done, restarting }).await.is_ok() {
             let _ = wait.await;
         }
         let _ = self.engine.await;
@@ -620,12 +637,12 @@ impl Engine {
         midi_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut record_tick = tokio::time::interval(record::FLUSH_EVERY);
         record_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let done = loop {
+        let (done, restarting) = loop {
             tokio::select! {
                 c = rx.recv() => match c {
-                    Some(Cmd::Stop { done }) => break Some(done),
+                    Some(Cmd::Stop { done, restarting }) => break (Some(done), restarting),
                     Some(c) => self.handle(c),
-                    None => break None,
+                    None => break (None, false),
                 },
                 _ = tick.tick() => {
                     let actions = self.jam.tick(self.now());
@@ -644,7 +661,7 @@ impl Engine {
         self.set_recording(false);
         let s = self.session.borrow().clone();
         self.signaller.close(&s).await;
-        self.farewell().await;
+        self.farewell(restarting).await;
         let _ = self.events.send(HostEvent::Stopped);
         if let Some(done) = done {
             let _ = done.send(());
@@ -983,16 +1000,26 @@ impl Engine {
         }
     }
 
-    /// Tells every peer the jam is over, then closes every link.
-    async fn farewell(&mut self) {
+    /// Tells every peer the jam is over (or, `restarting`, that it comes
+    /// back at once under the same code), then closes every link.
+    async fn farewell(&mut self, restarting: bool) {
+        let text = if restarting {
+            "The host is restarting the jam under the same code: join again in a moment."
+        } else {
+            "The host ended the jam."
+        };
         let bye = crate::framing::encode_json(&json!({
             "type": "chat",
             "sender": self.jam.config().host_machine_id,
             "displayName": self.jam.config().host_display_name,
-            "text": "The host ended the jam.",
+            "text": text,
             "timestamp": wall_ms(),
         }));
-        let ended = crate::framing::encode_json(&json!({"type": "sessionEnded"}));
+        let ended = crate::framing::encode_json(&if restarting {
+            json!({"type": "sessionEnded", "restarting": true})
+        } else {
+            json!({"type": "sessionEnded"})
+        });
         let peers: Vec<PeerId> = self.links.keys().copied().collect();
         for peer in peers {
             if let Some(slot) = self.links.remove(&peer) {

@@ -21,7 +21,7 @@ const synth = new Synth();
 
 /** Everything the page knows about its jam; also what tests read. */
 const state = {
-  phase: "idle", // idle | joining | joined | left | failed
+  phase: "idle", // idle | joining | joined | rejoining | left | failed
   code: "",
   jamName: "",
   /** @type {Map<number, {id:number, displayName:string, client:string, machineId:string}>} */
@@ -43,6 +43,8 @@ const state = {
   /** Which sources sound on the synth from the host's `midi` channel. */
   /** @type {Set<string>} */ remoteSounding: new Set(),
   timers: /** @type {number[]} */ ([]),
+  /** Times the page joined again by itself after a host restart. */
+  rejoins: 0,
   lastSent: 0,
 };
 
@@ -257,7 +259,10 @@ function onControl(ev) {
   switch (msg.type) {
     case "sessionWelcome": welcomed(); break;
     case "joinrejected": fail(`The host turned this device away: ${msg.reason || "no reason given"}.`); break;
-    case "sessionEnded": hostGone("The host ended the jam."); break;
+    case "sessionEnded":
+      if (msg.restarting === true && state.phase === "joined") void rejoin();
+      else hostGone("The host ended the jam.");
+      break;
     case "peerList": {
       state.peers.clear();
       for (const p of Array.isArray(msg.peers) ? msg.peers.slice(0, 64) : []) addPeer(p);
@@ -455,7 +460,51 @@ function hostGone(text) {
   problem(`${text} To join again, type the code shown on the host's screen.`);
 }
 
+/** Waits `ms`. @param {number} ms */
+const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
+
+/**
+ * The host restarts the jam under the same code (a new song or settings on
+ * its side) and said so in `sessionEnded`: join again by ourselves, with
+ * the same name, a few times while it comes back (about 20 s in all).
+ * Leaving meanwhile stops it; after the last try the reason is shown with
+ * the code field, as for any failed join.
+ */
+async function rejoin() {
+  const code = state.code;
+  const name = /** @type {HTMLInputElement} */ ($("name")).value;
+  releaseOwn();
+  teardown();
+  state.phase = "rejoining";
+  state.rejoins++;
+  status("The host is restarting the jam under the same code: joining again…");
+  for (const wait of [500, 1000, 2000, 4000, 8000]) {
+    await sleep(wait);
+    if (state.phase !== "rejoining") return;
+    state.phase = "idle";
+    await join(code, name);
+    // `join` returns once the host answered; the welcome follows.
+    const until = performance.now() + 20000;
+    while (state.phase === "joining" && performance.now() < until) await sleep(100);
+    if (state.phase !== "failed") return;
+    state.phase = "rejoining";
+    status("The host is restarting the jam under the same code: joining again…");
+  }
+  state.phase = "failed";
+  problem(`Could not join the restarted jam ${code}. To join again, type the code shown on the host's screen.`);
+}
+
 function leave() {
+  if (state.phase === "rejoining") {
+    state.phase = "left";
+    status("You left the jam.");
+    problem("");
+    $("join-form").hidden = false;
+    $("jam").hidden = true;
+    $("leave").hidden = true;
+    /** @type {HTMLButtonElement} */ ($("join")).disabled = false;
+    return;
+  }
   if (state.phase !== "joined" && state.phase !== "joining") return;
   releaseOwn();
   state.phase = "left";

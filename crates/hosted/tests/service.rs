@@ -222,6 +222,24 @@ async fn a_new_name_restarts_the_host_under_the_same_code_on_the_same_port() {
     assert_eq!(v.code.as_deref(), Some(code.as_str()), "the code stays");
     assert_eq!(v.port, port, "the rendezvous kept its port");
     assert_eq!(v.connected(), 0);
+    // The joiner was told the jam comes back under the same code.
+    let mut jv = j.watch();
+    let left = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(r) = jv.borrow_and_update().left_reason.clone() {
+                return r;
+            }
+            if jv.changed().await.is_err() {
+                return String::new();
+            }
+        }
+    })
+    .await
+    .expect("the joiner's left reason");
+    assert!(
+        left.contains("restarting the jam under the same code"),
+        "{left}"
+    );
     j.leave().await;
     // The same code lets the next joiner into the restarted host.
     let again = join(&v, "Player again").await.expect("joins again");

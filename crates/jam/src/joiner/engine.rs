@@ -385,13 +385,18 @@ async fn apply(
                 }
                 return Some(Ok(format!("The host removed you: {reason}.")));
             }
-            Out::Ended => {
+            Out::Ended { restarting } => {
                 if ctx.view.borrow().phase == JoinPhase::Connecting {
                     return Some(Err(JoinError::Rejected {
                         reason: "the host ended the jam".to_owned(),
                     }));
                 }
-                return Some(Ok("The host ended the jam.".to_owned()));
+                return Some(Ok(if restarting {
+                    "The host is restarting the jam under the same code: join again in a moment."
+                } else {
+                    "The host ended the jam."
+                }
+                .to_owned()));
             }
             Out::NoWelcome => {
                 return Some(Err(JoinError::NoWelcome {

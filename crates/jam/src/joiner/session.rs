@@ -65,8 +65,11 @@ pub(crate) enum Out {
     Welcomed(Welcome),
     /// `joinrejected`, with the host's reason.
     Rejected(String),
-    /// `sessionEnded`: the host ended the jam.
-    Ended,
+    /// `sessionEnded`: the host ended the jam; `restarting` when it said
+    /// the jam comes back at once under the same code (our extension).
+    Ended {
+        restarting: bool,
+    },
     /// No welcome within the timeout.
     NoWelcome,
     /// Nothing from the host for the silence timeout.
@@ -231,7 +234,7 @@ impl Session {
                 }
                 "sessionEnded" => {
                     self.phase = Phase::Over;
-                    out.push(Out::Ended);
+                    out.push(ended(&body));
                     return out;
                 }
                 other => {
@@ -269,7 +272,7 @@ impl Session {
             }
             "sessionEnded" => {
                 self.phase = Phase::Over;
-                out.push(Out::Ended);
+                out.push(ended(&body));
             }
             "chat" => {
                 let text = body.get("text").and_then(Value::as_str).unwrap_or("");
@@ -400,6 +403,14 @@ fn reason(body: &Value) -> String {
         .unwrap_or_else(|| "no reason given".to_owned())
 }
 
+/// `sessionEnded`, with our `restarting` extension read (only a JSON
+/// `true` counts).
+fn ended(body: &Value) -> Out {
+    Out::Ended {
+        restarting: body.get("restarting") == Some(&Value::Bool(true)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,6 +452,21 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn session_ended_says_whether_the_host_comes_back_under_the_same_code() {
+        for (frame, restarting) in [
+            (json!({"type": "sessionEnded"}), false),
+            (json!({"type": "sessionEnded", "restarting": true}), true),
+            (json!({"type": "sessionEnded", "restarting": "yes"}), false),
+            (json!({"type": "sessionEnded", "restarting": 1}), false),
+        ] {
+            let mut s = greeting();
+            let _ = s.on_message(t(1), &welcome());
+            let out = s.on_message(t(2), &encode_json(&frame));
+            assert!(out.contains(&Out::Ended { restarting }), "{frame}: {out:?}");
+        }
     }
 
     #[test]

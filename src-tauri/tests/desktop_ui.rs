@@ -1178,7 +1178,7 @@ fn saving_a_new_name_with_a_peer_connected_asks_first_in_the_apps_words() {
     eprintln!("asked: {asked}");
     let asked = asked.as_str().unwrap();
     assert!(
-        asked.contains("1 peer(s)") && asked.contains("new code"),
+        asked.contains("1 peer(s)") && asked.contains("restarts") && asked.contains("join again"),
         "{asked}"
     );
     app.screenshot("settings-confirm-save.png");
@@ -1217,6 +1217,8 @@ fn saving_a_new_name_with_a_peer_connected_asks_first_in_the_apps_words() {
         "Ada dropped by the restart",
         "return ![...document.querySelectorAll('#peers tbody tr')].some(r => r.cells[0].textContent === 'Ada' && r.cells[2].textContent === 'Connected');",
     );
+    // The restarted jam is back under the code Ada was given.
+    assert_eq!(app.code(), code, "the restart keeps the code");
     let _ = ada.kill();
     let _ = ada.wait();
     app.close();

@@ -482,7 +482,7 @@ async fn a_jam_of_ten_takes_ten_joiners() {
 }
 
 /// The issue-12 bug "saving a new STUN/TURN list, gathering cap or peer
-/// limit restarts the jam (new code, everyone dropped)": these apply live,
+/// limit restarts the jam (everyone dropped)": these apply live,
 /// so the code and the peer in stay, and the new limit takes a newcomer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saving_a_peer_limit_stun_list_and_gathering_cap_keeps_the_code_and_the_peer() {
@@ -505,7 +505,7 @@ async fn saving_a_peer_limit_stun_list_and_gathering_cap_keeps_the_code_and_the_
     }];
     jam.apply(s).await;
     let v = jam.view();
-    assert_eq!(v.code, code, "a new code: the jam restarted");
+    assert_eq!(v.code, code, "the code changed");
     assert_eq!(v.max_peers, 2);
     assert!(
         v.peers.iter().any(|p| p.id == first_id),

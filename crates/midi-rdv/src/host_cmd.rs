@@ -304,6 +304,8 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
     if let Some(s) = &cfg.song {
         print(json, &HostEvent::Song(s.view()));
     }
+    // What `song` on stdin changes (the running jam's config otherwise).
+    let mut current = cfg.clone();
     let (hosted, mut events) = Hosted::start(cfg);
     if let Err(why) = started(&hosted).await {
         hosted.stop().await;
@@ -323,7 +325,8 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
     }
     let hosted = Arc::new(hosted);
     // Commands on stdin, one per line: `kick <peer id> [reason]`,
-    // `chat <text>`, `quit`. End of input (or no terminal) changes nothing.
+    // `chat <text>`, `record on|off`, `song <file>|new`, `quit`. End of
+    // input (or no terminal) changes nothing.
     let (quit_tx, mut quit_rx) = tokio::sync::mpsc::channel::<()>(1);
     // Lines are read on a plain thread: a blocking read of stdin cannot be
     // cancelled, and as a runtime task it would keep the process alive after
@@ -347,6 +350,30 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
                     Ok(Command::Kick(peer, reason)) => hosted.kick(peer.0, &reason).await,
                     Ok(Command::Chat(text)) => hosted.chat(&text).await,
                     Ok(Command::Record(on)) => hosted.set_record(on).await,
+                    Ok(Command::Song(which)) => {
+                        // Another shared song restarts the host under the
+                        // same code; joiners are told to come back.
+                        let state = state.clone();
+                        let made = tokio::task::spawn_blocking(move || match which {
+                            SongChoice::File(path) => state.from_file(&path),
+                            SongChoice::New => state.new_song("jam.mid"),
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()));
+                        match made {
+                            Ok(song) => {
+                                print(json, &HostEvent::Song(song.view()));
+                                current.song = Some(song);
+                                hosted.apply(current.clone()).await;
+                            }
+                            Err(e) => print(
+                                json,
+                                &HostEvent::Error {
+                                    message: format!("song: {e}; the shared song is unchanged"),
+                                },
+                            ),
+                        }
+                    }
                     Ok(Command::Quit) => {
                         let _ = quit_tx.send(()).await;
                         break;
@@ -385,8 +412,17 @@ enum Command {
     Kick(jam::protocol::PeerId, String),
     Chat(String),
     Record(bool),
+    /// Share another song: the host restarts under the same code.
+    Song(SongChoice),
     Quit,
     Nothing,
+}
+
+/// What `song` shares.
+#[derive(Debug, PartialEq, Eq)]
+enum SongChoice {
+    File(std::path::PathBuf),
+    New,
 }
 
 fn parse_command(line: &str) -> Result<Command, String> {
@@ -415,8 +451,11 @@ fn parse_command(line: &str) -> Result<Command, String> {
             "off" => Ok(Command::Record(false)),
             _ => Err("record: say on or off".to_owned()),
         },
+        "song" if rest == "new" => Ok(Command::Song(SongChoice::New)),
+        "song" if !rest.is_empty() => Ok(Command::Song(SongChoice::File(rest.into()))),
+        "song" => Err("song: give a MIDI file's path, or new".to_owned()),
         other => Err(format!(
-            "unknown command {other:?}: use kick <id> [reason], chat <text>, record on|off or quit"
+            "unknown command {other:?}: use kick <id> [reason], chat <text>, record on|off, song <file>|new or quit"
         )),
     }
 }
@@ -464,6 +503,15 @@ mod tests {
             Ok(Command::Chat("hi all".into()))
         );
         assert_eq!(parse_command("quit"), Ok(Command::Quit));
+        assert_eq!(
+            parse_command("song /music/a b.mid"),
+            Ok(Command::Song(SongChoice::File("/music/a b.mid".into())))
+        );
+        assert_eq!(
+            parse_command("song new"),
+            Ok(Command::Song(SongChoice::New))
+        );
+        assert!(parse_command("song").is_err());
         assert_eq!(parse_command(""), Ok(Command::Nothing));
         assert!(parse_command("kick x").is_err());
         assert!(parse_command("chat").is_err());

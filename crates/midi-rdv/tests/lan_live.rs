@@ -613,3 +613,94 @@ fn midieditor_lan_and_wan_joiners_share_one_jam_and_its_chat() {
     assert_eq!(wan_route["peer"]["transport"], "Direct (LAN)");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// Another song restarts the jam under the same code (`song new` on the
+/// host's stdin): the real MidiEditor is told the session ended (with our
+/// `restarting` flag, which it must take as the plain frame), and its "Join
+/// LAN Live Session" with the same code gets it back in, song and all.
+#[test]
+fn a_new_song_restarts_the_jam_and_midieditor_joins_again_with_the_same_code() {
+    let test = "a_new_song_restarts_the_jam_and_midieditor_joins_again_with_the_same_code";
+    if tool_or_skip(test).is_none() {
+        return;
+    }
+    let pair = VethPair::new("lanlv4");
+    let ip_a = pair.ip_a.to_string();
+    let tmp = std::env::temp_dir().join(format!("lanlv4-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(tmp.join("state")).unwrap();
+    let state = tmp.join("state").display().to_string();
+    let mut host = HostProc::start(
+        &pair.a,
+        &ip_a,
+        &["--advertise-on", IF_A, "--new-song", "--state-dir", &state],
+    );
+    let code = host.code();
+    let lan = Me::start(&pair.b, &tmp.join("lan"), "LanJoe", 9473, &[]);
+    let (ok, out) = lan.run(&["join", "lan", &code, "--timeout", "20"]);
+    assert!(ok, "MidiEditor's LAN join failed:\n{out}\n{}", lan.log());
+    host.wait("LanJoe in", |v| {
+        v["event"] == "peerConnected" && v["peer"]["displayName"] == "LanJoe"
+    });
+    let welcomes = lan.log().matches("frame type= \"sessionWelcome\"").count();
+
+    let t = Instant::now();
+    host.say("song new");
+    host.wait("LanJoe dropped by the restart", |v| {
+        v["event"] == "peerLeft"
+    });
+    assert!(
+        wait_until(WITHIN, Duration::from_millis(100), || lan
+            .log()
+            .contains("sessionEnded")),
+        "MidiEditor never saw sessionEnded:\n{}",
+        lan.log()
+    );
+    let hosting: Vec<Value> = host
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|v| v["event"] == "hosting")
+        .cloned()
+        .collect();
+    assert!(
+        hosting.iter().all(|v| v["code"] == code.as_str()),
+        "the code changed: {hosting:?}"
+    );
+    let after: String = lan
+        .log()
+        .lines()
+        .skip_while(|l| !l.contains("sessionEnded"))
+        .take(8)
+        .collect::<Vec<_>>()
+        .join("\n");
+    println!("MidiEditor after sessionEnded {{restarting: true}}:\n{after}");
+
+    let (ok, out) = lan.run(&["join", "lan", &code, "--timeout", "20"]);
+    assert!(
+        ok,
+        "MidiEditor's second LAN join with the same code failed:\n{out}\n{}",
+        lan.log()
+    );
+    println!(
+        "song new -> MidiEditor joined again with the same code: {:?}",
+        t.elapsed()
+    );
+    assert!(lan.log().matches("frame type= \"sessionWelcome\"").count() > welcomes);
+    let joe_in = |v: &Value| v["event"] == "peerConnected" && v["peer"]["displayName"] == "LanJoe";
+    assert!(
+        wait_until(WITHIN, Duration::from_millis(20), || host
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| joe_in(v))
+            .count()
+            >= 2),
+        "the host never had LanJoe back: {:#?}",
+        host.lines.lock().unwrap()
+    );
+    drop(lan);
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -939,6 +939,8 @@ fn the_join_view_lists_a_lan_jam_joins_it_and_loses_it_when_it_stops() {
             "--no-mdns",
             "--ice-bind",
             &rig.joiner_ip(),
+            "--state-dir",
+            &rig.dir.join("bea-state").display().to_string(),
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -1022,6 +1024,44 @@ fn the_join_view_lists_a_lan_jam_joins_it_and_loses_it_when_it_stops() {
         );
     }
     app.screenshot("join-view.png");
+
+    // Bea shares another song: her jam restarts under the same code, says
+    // so, and this app joins it again by itself.
+    {
+        use std::io::Write;
+        let stdin = host.stdin.as_mut().unwrap();
+        writeln!(stdin, "song new").unwrap();
+        stdin.flush().unwrap();
+    }
+    let t = Instant::now();
+    let mut dropped = false;
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20) * SLACK)
+            .expect("host events");
+        // Dropped by the restart first, then in again.
+        dropped |= line.contains("peerLeft") && line.contains("Keys");
+        if dropped && line.contains("peerConnected") && line.contains("Keys") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20) * SLACK,
+            "the app never joined Bea's restarted jam again"
+        );
+    }
+    eprintln!(
+        "joined the restarted jam again {:?} after song new",
+        t.elapsed()
+    );
+    let status = app.wait_js(
+        Duration::from_secs(20),
+        "connected again",
+        "return document.getElementById('joined').dataset.phase === 'connected' ? document.getElementById('join-status').textContent : null;",
+    );
+    assert!(
+        status.as_str().unwrap().starts_with("Connected to “Bea”"),
+        "{status}"
+    );
 
     app.click("#join-leave");
     app.wait_js(

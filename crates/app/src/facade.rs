@@ -230,6 +230,22 @@ struct Joined {
     midi: crate::joined_midi::JoinedMidi,
 }
 
+/// Whether a join is the app joining again by itself after the host said
+/// it restarts under the same code, and how many more tries it has.
+#[derive(Debug, Clone, Copy)]
+enum Rejoin {
+    /// Joined by the user.
+    Not,
+    /// Joined again by itself; this many more tries if this one fails.
+    Try(u32),
+}
+
+/// How many times the app joins a restarting host again by itself.
+const REJOINS: u32 = 4;
+/// The wait before the first try; the n-th waits n times as long (the
+/// host is usually back within a second; 0.7 + 1.4 + 2.1 + 2.8 s in all).
+const REJOIN_AFTER: std::time::Duration = std::time::Duration::from_millis(700);
+
 /// The application: see the module documentation.
 #[derive(Clone)]
 pub struct App {
@@ -262,6 +278,8 @@ struct Inner {
     /// Which join the `join-view` forwarder may speak for: a join that was
     /// replaced says nothing more.
     join_generation: AtomicU64,
+    /// Counts "Leave" clicks, so a rejoin waiting to start sees one.
+    left_by_hand: AtomicU64,
     /// The session hub's folder, when it opened.
     state: Option<jam::hub::StateDir>,
     /// The song shared now (the jam's view follows it).
@@ -315,6 +333,7 @@ impl App {
                 discovery: Mutex::new(None),
                 joined: Mutex::new(None),
                 join_generation: AtomicU64::new(0),
+                left_by_hand: AtomicU64::new(0),
                 state,
                 song: StdMutex::new(song),
             }),
@@ -678,52 +697,106 @@ impl App {
             code,
             &self.inner.config.options.ice_bind,
         )?;
-        let mut joined = self.inner.joined.lock().await;
-        if let Some(old) = joined.take() {
-            self.leave_joined(old).await;
-        }
-        // A MidiEditor LAN Live host is joined over plain TCP.
-        let (joiner, _events) = match jam_found.as_ref().and_then(|j| j.lan.clone()) {
-            Some(target) => jam::joiner::Joiner::start_lan(cfg, target),
-            None => jam::joiner::Joiner::start(cfg),
-        };
-        let generation = self.inner.join_generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let inner = Arc::downgrade(&self.inner);
-        forward(
-            self.inner.sink.clone(),
-            joiner.watch(),
-            Event::JoinView,
-            Some(Box::new(move || {
-                inner
-                    .upgrade()
-                    .is_some_and(|i| i.join_generation.load(Ordering::SeqCst) == generation)
-            })),
-        );
-        let midi = crate::joined_midi::JoinedMidi::start(&joiner);
-        let ports = midi.ports();
-        if let Some(jam) = self.inner.jam.read().await.as_ref() {
-            jam.route_ports(Some(ports.clone())).await;
-        }
-        // A joined jam that ends by itself (host gone, kicked) gives the
-        // ports back; `return_ports` ignores ports that moved on since.
-        // Weak: a join left by hand never "ends", and its task must not
-        // keep the whole app alive.
-        let ended = midi.ended();
-        let back = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            ended.await;
-            let Some(inner) = back.upgrade() else { return };
-            let jam = inner.jam.read().await;
-            if let Some(jam) = jam.as_ref() {
-                jam.return_ports(ports).await;
-            }
-        });
-        *joined = Some(Joined { joiner, midi });
-        Ok(())
+        let lan = jam_found.as_ref().and_then(|j| j.lan.clone());
+        self.join_with(cfg, lan, Rejoin::Not).await
     }
 
-    /// Leaves the joined jam (the host is told).
+    /// [`join`](Self::join) from its config: leaves a jam joined before,
+    /// starts the joiner (over TCP to a MidiEditor LAN Live host), forwards
+    /// its view, routes this computer's ports into it, and watches its end.
+    /// A host that ends the session saying it restarts under the same code
+    /// (another song or name on its side) is joined again by itself: after
+    /// [`REJOIN_AFTER`], then on failure up to [`REJOINS`] times in all,
+    /// unless the user left or joined elsewhere meanwhile.
+    fn join_with(
+        &self,
+        cfg: jam::joiner::JoinConfig,
+        lan: Option<jam::joiner::LanTarget>,
+        rejoin: Rejoin,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            let mut joined = self.inner.joined.lock().await;
+            if let Some(old) = joined.take() {
+                self.leave_joined(old).await;
+            }
+            let (joiner, _events) = match lan.clone() {
+                Some(target) => jam::joiner::Joiner::start_lan(cfg.clone(), target),
+                None => jam::joiner::Joiner::start(cfg.clone()),
+            };
+            let left_by_hand = self.inner.left_by_hand.load(Ordering::SeqCst);
+            let view = joiner.watch();
+            let generation = self.inner.join_generation.fetch_add(1, Ordering::SeqCst) + 1;
+            let inner = Arc::downgrade(&self.inner);
+            forward(
+                self.inner.sink.clone(),
+                joiner.watch(),
+                Event::JoinView,
+                Some(Box::new(move || {
+                    inner
+                        .upgrade()
+                        .is_some_and(|i| i.join_generation.load(Ordering::SeqCst) == generation)
+                })),
+            );
+            let midi = crate::joined_midi::JoinedMidi::start(&joiner);
+            let ports = midi.ports();
+            if let Some(jam) = self.inner.jam.read().await.as_ref() {
+                jam.route_ports(Some(ports.clone())).await;
+            }
+            // A joined jam that ends by itself (host gone, kicked) gives the
+            // ports back; `return_ports` ignores ports that moved on since.
+            // Weak: a join left by hand never "ends", and its task must not
+            // keep the whole app alive.
+            let ended = midi.ended();
+            let back = Arc::downgrade(&self.inner);
+            tokio::spawn(async move {
+                ended.await;
+                let Some(inner) = back.upgrade() else { return };
+                {
+                    let jam = inner.jam.read().await;
+                    if let Some(jam) = jam.as_ref() {
+                        jam.return_ports(ports).await;
+                    }
+                }
+                // Join again? Only while nothing else happened: no leave by
+                // hand, no other join since this one.
+                let (restarting, failed) = {
+                    let v = view.borrow();
+                    (v.host_restarting, v.phase == jam::joiner::JoinPhase::Failed)
+                };
+                let tries_left = match rejoin {
+                    Rejoin::Not if restarting => REJOINS,
+                    Rejoin::Try(n) if restarting || failed => n,
+                    _ => 0,
+                };
+                let still = |i: &Inner| {
+                    i.left_by_hand.load(Ordering::SeqCst) == left_by_hand
+                        && i.join_generation.load(Ordering::SeqCst) == generation
+                };
+                if tries_left == 0 || !still(&inner) {
+                    return;
+                }
+                let wait = REJOIN_AFTER * (REJOINS + 1 - tries_left);
+                tracing::info!(
+                    "the joined host restarts under the same code: joining again in {wait:?}"
+                );
+                tokio::time::sleep(wait).await;
+                if !still(&inner) {
+                    return;
+                }
+                let app = App { inner };
+                if let Err(e) = app.join_with(cfg, lan, Rejoin::Try(tries_left - 1)).await {
+                    tracing::warn!("joining the restarted jam again failed: {e}");
+                }
+            });
+            *joined = Some(Joined { joiner, midi });
+            Ok(())
+        })
+    }
+
+    /// Leaves the joined jam (the host is told). A rejoin after a host
+    /// restart that is still waiting is called off.
     pub async fn leave(&self) {
+        self.inner.left_by_hand.fetch_add(1, Ordering::SeqCst);
         let j = self.inner.joined.lock().await.take();
         if let Some(j) = j {
             self.leave_joined(j).await;

@@ -386,6 +386,9 @@ async fn apply(
                 return Some(Ok(format!("The host removed you: {reason}.")));
             }
             Out::Ended { restarting } => {
+                if restarting {
+                    ctx.view.send_modify(|v| v.host_restarting = true);
+                }
                 if ctx.view.borrow().phase == JoinPhase::Connecting {
                     return Some(Err(JoinError::Rejected {
                         reason: "the host ended the jam".to_owned(),

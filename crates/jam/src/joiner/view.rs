@@ -94,6 +94,10 @@ pub struct JoinView {
     pub error_message: Option<String>,
     /// Why we are no longer in the jam (phase `left`).
     pub left_reason: Option<String>,
+    /// The host ended the session saying it comes back at once under the
+    /// same code (`sessionEnded` with `"restarting": true`): a front end
+    /// may join again by itself.
+    pub host_restarting: bool,
     /// Milliseconds from the start to the welcome.
     pub join_ms: Option<f64>,
     /// Something worth a look that is not an error (a legacy host, a shaky

@@ -707,7 +707,8 @@ impl App {
     /// A host that ends the session saying it restarts under the same code
     /// (another song or name on its side) is joined again by itself: after
     /// [`REJOIN_AFTER`], then on failure up to [`REJOINS`] times in all,
-    /// unless the user left or joined elsewhere meanwhile.
+    /// unless the user left or joined elsewhere meanwhile. Boxed: the task
+    /// watching the end calls it again, and a future cannot hold itself.
     fn join_with(
         &self,
         cfg: jam::joiner::JoinConfig,

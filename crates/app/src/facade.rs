@@ -178,14 +178,15 @@ pub fn save_impact(old: &Settings, new: &Settings, connected: usize) -> SaveImpa
     let (rendezvous, host) = (impact.rendezvous, impact.drops_peers());
     let dropped_peers = if host { connected } else { 0 };
     let question = (dropped_peers > 0).then(|| {
-        let what = if rendezvous {
-            "The jam moves to a new address"
+        if rendezvous {
+            format!(
+                "The jam moves to a new address: the {dropped_peers} peer(s) connected now are disconnected and must join again there. Save anyway?"
+            )
         } else {
-            "The jam restarts (same code)"
-        };
-        format!(
-            "{what}: the {dropped_peers} peer(s) connected now are disconnected and must join again. Save anyway?"
-        )
+            format!(
+                "The jam restarts (same code): the {dropped_peers} peer(s) connected now are disconnected; phones and MIDI Jam apps join again by themselves, MidiEditor users join again with the code. Save anyway?"
+            )
+        }
     });
     SaveImpact {
         rendezvous,

@@ -435,9 +435,10 @@ impl Supervisor {
 
     async fn apply(&mut self, new: HostedConfig) -> Impact {
         let impact = Impact::between(&self.cfg, &new);
-        // The code survives a restart from one bundled rendezvous to
-        // another (`keep_code`); only then are peers told to come back.
-        let same_code = self.cfg.rendezvous.is_bundled() && new.rendezvous.is_bundled();
+        // Peers are told to come back only when they can: the same bundled
+        // rendezvous (same address), which gives the restarted host its
+        // code again (`keep_code`).
+        let same_code = !impact.rendezvous && new.rendezvous.is_bundled();
         self.cfg = new;
         if impact.advert {
             self.stop_advert().await;

@@ -765,9 +765,11 @@ impl App {
                     let v = view.borrow();
                     (v.host_restarting, v.phase == jam::joiner::JoinPhase::Failed)
                 };
+                // A host that restarts again later gets the full count again;
+                // a failed try of ours uses up one.
                 let tries_left = match rejoin {
-                    Rejoin::Not if restarting => REJOINS,
-                    Rejoin::Try(n) if restarting || failed => n,
+                    _ if restarting => REJOINS,
+                    Rejoin::Try(n) if failed => n,
                     _ => 0,
                 };
                 let still = |i: &Inner| {

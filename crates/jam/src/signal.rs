@@ -175,10 +175,7 @@ impl Signaller {
                 })
             }
             Via::Bundled(rdv) => {
-                let opened = match prefer {
-                    Some(code) => rdv.host_reopen(session_id, display_name, true, code)?,
-                    None => rdv.host_open(session_id, display_name, true)?,
-                };
+                let opened = rdv.host_open(session_id, display_name, true, prefer)?;
                 Ok(HostSession {
                     code: opened.code,
                     token: opened.host_token,

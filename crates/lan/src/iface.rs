@@ -67,6 +67,17 @@ pub fn is_virtual_interface_name(name: &str) -> bool {
 }
 
 impl InterfaceChoice {
+    /// Whether an interface (by name, and whether it is loopback) is one
+    /// of this choice, for the addresses read directly from the system
+    /// (MidiEditor's datagram, who may connect to its TCP port). The mDNS
+    /// daemon applies the same choice through [`if_kinds`](Self::if_kinds).
+    pub fn includes(&self, name: &str, is_loopback: bool) -> bool {
+        match self {
+            InterfaceChoice::Named(names) => names.iter().any(|n| n == name),
+            InterfaceChoice::DefaultLan => !is_loopback && !is_virtual_interface_name(name),
+        }
+    }
+
     /// Checks the choice before any daemon starts, so a bad setting is an
     /// error and never a silent "advertise nowhere".
     pub(crate) fn validate(&self) -> Result<(), LanError> {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::{is_virtual_interface_name, InterfaceChoice, LanError};
+use crate::{InterfaceChoice, LanError};
 
 /// The multicast group MidiEditor announces LAN Live sessions on.
 pub const GROUP: Ipv4Addr = Ipv4Addr::new(239, 42, 42, 42);
@@ -191,10 +191,7 @@ pub fn interface_addrs(choice: &InterfaceChoice) -> Vec<(String, Ipv4Addr)> {
             IpAddr::V4(v4) => Some((i.name.clone(), v4, i.is_loopback())),
             IpAddr::V6(_) => None,
         })
-        .filter(|(name, _, loopback)| match choice {
-            InterfaceChoice::Named(names) => names.iter().any(|n| n == name),
-            InterfaceChoice::DefaultLan => !loopback && !is_virtual_interface_name(name),
-        })
+        .filter(|(name, _, loopback)| choice.includes(name, *loopback))
         .map(|(name, ip, _)| (name, ip))
         .collect();
     out.sort();

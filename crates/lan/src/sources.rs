@@ -78,12 +78,7 @@ fn subnets(choice: &InterfaceChoice) -> Vec<Subnet> {
         return Vec::new();
     };
     all.into_iter()
-        .filter(|i| match choice {
-            InterfaceChoice::Named(names) => names.contains(&i.name),
-            InterfaceChoice::DefaultLan => {
-                !i.is_loopback() && !crate::is_virtual_interface_name(&i.name)
-            }
-        })
+        .filter(|i| choice.includes(&i.name, i.is_loopback()))
         .filter_map(|i| match i.addr {
             if_addrs::IfAddr::V4(a) => Some(Subnet {
                 ip: a.ip,

@@ -27,34 +27,14 @@ impl InProcessRendezvous for Rendezvous {
         session_id: &str,
         display_name: &str,
         protect_answers: bool,
+        prefer: Option<Code>,
     ) -> Result<HostOpened, HostError> {
-        Rendezvous::host_open(self, session_id, display_name, protect_answers)
+        Rendezvous::host_open_preferring(self, session_id, display_name, protect_answers, prefer)
             .map(|c| HostOpened {
                 code: c.code,
                 host_token: c.host_token,
             })
             .map_err(|e| HostError::Refused(e.to_string()))
-    }
-
-    fn host_reopen(
-        &self,
-        session_id: &str,
-        display_name: &str,
-        protect_answers: bool,
-        code: Code,
-    ) -> Result<HostOpened, HostError> {
-        Rendezvous::host_open_preferring(
-            self,
-            session_id,
-            display_name,
-            protect_answers,
-            Some(code),
-        )
-        .map(|c| HostOpened {
-            code: c.code,
-            host_token: c.host_token,
-        })
-        .map_err(|e| HostError::Refused(e.to_string()))
     }
 
     async fn host_next_offers(

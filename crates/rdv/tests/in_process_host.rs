@@ -175,7 +175,7 @@ async fn the_host_trait_reaches_the_same_table() {
 
     let server = common::start(Config::default()).await;
     let host: Arc<dyn InProcessRendezvous> = Arc::new(server.rdv.clone());
-    let s = host.host_open("sess", "Host", true).unwrap();
+    let s = host.host_open("sess", "Host", true, None).unwrap();
     let (code, token) = (s.code, s.host_token.clone());
     let c = client();
     let base = server.url();

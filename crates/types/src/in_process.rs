@@ -52,28 +52,16 @@ pub enum HostError {
 #[async_trait::async_trait]
 pub trait InProcessRendezvous: Send + Sync {
     /// Opens a session; `protect_answers` makes the rendezvous take answers
-    /// for it only with the returned token.
+    /// for it only with the returned token. With `prefer`, the session gets
+    /// that code when no live session holds it (a host that restarts keeps
+    /// the code its people were told); otherwise a fresh one.
     fn host_open(
         &self,
         session_id: &str,
         display_name: &str,
         protect_answers: bool,
+        prefer: Option<Code>,
     ) -> Result<HostOpened, HostError>;
-
-    /// Like [`host_open`](Self::host_open), under `code` again when no live
-    /// session holds it (a host that restarts keeps the code its people
-    /// were told). By default a fresh code, for rendezvous that cannot
-    /// choose.
-    fn host_reopen(
-        &self,
-        session_id: &str,
-        display_name: &str,
-        protect_answers: bool,
-        code: Code,
-    ) -> Result<HostOpened, HostError> {
-        let _ = code;
-        self.host_open(session_id, display_name, protect_answers)
-    }
 
     /// Waits up to `wait` for offers whose joinerId is not in `seen`, and
     /// returns them (empty when the wait ended with none). Keeps the session

@@ -158,6 +158,12 @@ pub fn admit_all() -> Admit {
     Arc::new(|_| true)
 }
 
+/// Whether the `n`-th refusal of a kind is logged: the first of a burst
+/// and every 100th after it, so a flood cannot flood the log too.
+fn worth_a_line(n: u64) -> bool {
+    n == 1 || n % 100 == 0
+}
+
 /// Accepts TCP joiners until the host stops (its command queue closes).
 pub(super) async fn accept_loop(
     listener: TcpListener,
@@ -184,7 +190,7 @@ pub(super) async fn accept_loop(
         };
         if !admit(addr.ip()) {
             outsiders += 1;
-            if outsiders == 1 || outsiders % 100 == 0 {
+            if worth_a_line(outsiders) {
                 tracing::warn!(
                     "LAN Live: refused a TCP connection from {addr}: not on a network the jam is announced on ({outsiders} refused so far)"
                 );
@@ -194,7 +200,7 @@ pub(super) async fn accept_loop(
         }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             refused += 1;
-            if refused == 1 || refused % 100 == 0 {
+            if worth_a_line(refused) {
                 tracing::warn!(
                     "LAN Live: refused a TCP connection from {addr}: {max_connections} already open ({refused} refused so far)"
                 );
